@@ -1,0 +1,9 @@
+"""Observability configuration and (later) the async capture publisher.
+
+`capture` sits at the bottom of the dependency graph: it imports nothing else from
+this project, so every layer above can name a `Capture` without import cycles.
+"""
+
+from capture.config import Capture
+
+__all__ = ["Capture"]

@@ -1,0 +1,70 @@
+"""The runtime plug-in point: what a runtime must do, and the registry that names them.
+
+A runtime decides what happens around the DAG executor (capture, caching); the daemon
+picks one by name from `SERVING_RUNTIME`. Third parties register theirs with
+`register_runtime` before the daemon starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from runtimes.executor import EventCallback, RunResult
+from runtimes.pipeline import Pipeline
+
+
+class RuntimeOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What the daemon's settings tell a runtime; kept here so runtimes never import serving."""
+
+    max_threads: int = 32
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Acquire resources (threads, sinks); called once before the first run."""
+
+    async def stop(self) -> None:
+        """Release resources; in-flight runs have finished or been cancelled by then."""
+
+    async def run(
+        self,
+        pipeline: Pipeline,
+        parameters: msgspec.Struct,
+        *,
+        run_id: str | None = None,
+        run_name: str | None = None,
+        timeout: float | None = None,
+        on_event: EventCallback | None = None,
+    ) -> RunResult:
+        """Run once with validated parameters; see DagExecutor.run for what it raises."""
+        ...
+
+
+RuntimeFactory = Callable[[RuntimeOptions], Runtime]
+_registry: dict[str, RuntimeFactory] = {}
+
+
+class UnknownRuntimeError(LookupError):
+    pass
+
+
+def register_runtime(name: str, factory: RuntimeFactory) -> None:
+    _registry[name] = factory
+
+
+def available_runtimes() -> list[str]:
+    return sorted(_registry)
+
+
+def create_runtime(name: str, options: RuntimeOptions | None = None) -> Runtime:
+    """Build the runtime registered as `name`; raises UnknownRuntimeError listing the known ones."""
+    factory = _registry.get(name)
+    if factory is None:
+        raise UnknownRuntimeError(f"unknown runtime '{name}' (available: {', '.join(available_runtimes())})")
+    return factory(options or RuntimeOptions())

@@ -1,0 +1,280 @@
+"""The DAG executor: runs a traced pipeline's steps as soon as their inputs are ready.
+
+Async steps are awaited on the event loop; sync steps run in a bounded thread pool so a
+blocking step never stalls other requests. The first step to fail (after its retries)
+fails the run and cancels every other pending or running step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import enum
+import functools
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from runtimes import events as ev
+from runtimes.errors import RunTimeoutError, StepError, StepTimeoutError
+from runtimes.graph import StepNode
+from runtimes.pipeline import Pipeline
+
+log = structlog.get_logger("runtimes.executor")
+
+EventCallback = Callable[[ev.RunEvent], None]
+
+
+class RunStatus(enum.StrEnum):
+    completed = "completed"
+    failed = "failed"
+    timed_out = "timed_out"
+    canceled = "canceled"
+
+
+class RunResult:
+    """What one run produced; `error` is safe for clients, `exception` is for Python callers."""
+
+    __slots__ = ("error", "exception", "execution_time", "outputs", "run_id", "run_name", "status")
+
+    def __init__(
+        self,
+        run_id: str,
+        run_name: str,
+        status: RunStatus,
+        outputs: dict[str, Any] | None,
+        execution_time: float,
+        error: str | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.run_name = run_name
+        self.status = status
+        self.outputs = outputs
+        self.execution_time = execution_time
+        self.error = error
+        self.exception = exception
+
+    @property
+    def ok(self) -> bool:
+        return self.status is RunStatus.completed
+
+
+def default_run_name(pipeline: str) -> str:
+    return f"{pipeline}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
+
+
+class _Emitter:
+    """Stamps events with the run id and the next `seq`."""
+
+    __slots__ = ("callback", "run_id", "seq")
+
+    def __init__(self, run_id: str, callback: EventCallback) -> None:
+        self.run_id = run_id
+        self.seq = 0
+        self.callback = callback
+
+    def __call__(self, cls: type[ev.RunEvent], **fields: Any) -> None:
+        self.seq += 1
+        self.callback(cls(seq=self.seq, run_id=self.run_id, ts=time.time(), **fields))
+
+
+class DagExecutor:
+    """Runs pipelines; owns the worker threads that sync steps run in."""
+
+    def __init__(self, max_threads: int = 32) -> None:
+        self.max_threads = max_threads
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_threads, thread_name_prefix="serving-step")
+        return self._pool
+
+    def shutdown(self) -> None:
+        """Stop the worker threads; steps still running in them finish on their own."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def run(
+        self,
+        pipeline: Pipeline,
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None = None,
+        run_name: str | None = None,
+        timeout: float | None = None,
+        on_event: EventCallback | None = None,
+    ) -> RunResult:
+        """Run the pipeline with already-validated parameters.
+
+        Waits for the whole run. Step failures and a timeout come back as a RunResult
+        with an error; only cancellation of the caller propagates (as CancelledError,
+        after a `run_canceled` event and the cancellation of every running step).
+        """
+        run_id = run_id or uuid.uuid4().hex
+        run_name = run_name or default_run_name(pipeline.name)
+        emit = _Emitter(run_id, on_event) if on_event is not None else None
+        started = time.perf_counter()
+        if emit:
+            emit(ev.RunStarted, pipeline=pipeline.name, run_name=run_name, steps_total=len(pipeline.nodes))
+        try:
+            if timeout is None:
+                results = await self._execute(pipeline, kwargs, emit)
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        results = await self._execute(pipeline, kwargs, emit)
+                except TimeoutError:
+                    raise RunTimeoutError(timeout) from None
+        except asyncio.CancelledError:
+            if emit:
+                emit(ev.RunCanceled, reason="canceled", duration=time.perf_counter() - started)
+            raise
+        except (StepError, RunTimeoutError) as exc:
+            elapsed = time.perf_counter() - started
+            if emit:
+                emit(ev.RunFailed, error=str(exc), duration=elapsed)
+            status = RunStatus.timed_out if isinstance(exc, RunTimeoutError) else RunStatus.failed
+            return RunResult(run_id, run_name, status, None, elapsed, str(exc), exc)
+        elapsed = time.perf_counter() - started
+        outputs = {o.key: o.handle.resolve(kwargs, results) for o in pipeline.outputs}
+        if emit:
+            emit(ev.RunCompleted, duration=elapsed)
+        return RunResult(run_id, run_name, RunStatus.completed, outputs, elapsed)
+
+    async def _execute(
+        self, pipeline: Pipeline, kwargs: dict[str, Any], emit: _Emitter | None
+    ) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        nodes = pipeline.nodes
+        if _is_chain(nodes):
+            # Nothing can run concurrently: run in this task and skip task creation.
+            for node in nodes:
+                results[node.id] = await self._run_step(node, kwargs, results, emit)
+            return results
+        return await self._execute_concurrently(nodes, kwargs, results, emit)
+
+    async def _execute_concurrently(
+        self,
+        nodes: list[StepNode],
+        kwargs: dict[str, Any],
+        results: dict[str, Any],
+        emit: _Emitter | None,
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        done: dict[str, asyncio.Future[None]] = {n.id: loop.create_future() for n in nodes}
+        first_error: list[BaseException] = []
+
+        async def run_node(node: StepNode) -> None:
+            for up in node.upstream:
+                await done[up]
+            try:
+                results[node.id] = await self._run_step(node, kwargs, results, emit)
+            except StepError as exc:
+                if not first_error:
+                    first_error.append(exc)
+                raise
+            done[node.id].set_result(None)
+
+        tasks = [asyncio.create_task(run_node(n), name=f"step:{n.id}") for n in nodes]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            pending = [t for t in tasks if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+            for t in tasks:  # mark every outcome as retrieved
+                if not t.cancelled():
+                    t.exception()
+        if first_error:
+            raise first_error[0]
+        for t in tasks:
+            if not t.cancelled() and (exc := t.exception()) is not None:
+                raise exc
+        return results
+
+    async def _run_step(
+        self,
+        node: StepNode,
+        kwargs: dict[str, Any],
+        results: dict[str, Any],
+        emit: _Emitter | None,
+    ) -> Any:
+        step = node.step
+        args = [s.resolve(kwargs, results) for s in node.args]
+        kw = {k: s.resolve(kwargs, results) for k, s in node.kwargs.items()}
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            if emit:
+                emit(ev.StepStarted, step=node.id, attempt=attempt)
+            try:
+                value = await self._attempt(step, args, kw)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt <= step.retries:
+                    log.warning(
+                        "step_retrying", step=node.id, attempt=attempt, error=f"{type(exc).__name__}: {exc}"
+                    )
+                    if emit:
+                        emit(
+                            ev.StepRetrying,
+                            step=node.id,
+                            attempt=attempt,
+                            error=f"{type(exc).__name__}: {exc}",
+                            delay=step.retry_delay,
+                        )
+                    if step.retry_delay:
+                        await asyncio.sleep(step.retry_delay)
+                    continue
+                error = StepError(node.id, exc, attempts=attempt)
+                log.error("step_failed", step=node.id, attempts=attempt, exc_info=exc)
+                if emit:
+                    emit(
+                        ev.StepFailed,
+                        step=node.id,
+                        error=str(error),
+                        duration=time.perf_counter() - started,
+                        attempts=attempt,
+                    )
+                raise error from exc
+            if emit:
+                emit(ev.StepCompleted, step=node.id, duration=time.perf_counter() - started, attempts=attempt)
+            return value
+
+    async def _attempt(self, step: Any, args: list[Any], kw: dict[str, Any]) -> Any:
+        if step.timeout is None:
+            return await self._call(step, args, kw)
+        try:
+            async with asyncio.timeout(step.timeout) as scope:
+                return await self._call(step, args, kw)
+        except TimeoutError:
+            if scope.expired():
+                raise StepTimeoutError(f"step timed out after {step.timeout:g}s") from None
+            raise
+
+    def _call(self, step: Any, args: list[Any], kw: dict[str, Any]) -> Any:
+        if step.is_async:
+            return step.fn(*args, **kw)
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, step.fn, *args, **kw)
+        return asyncio.get_running_loop().run_in_executor(self.pool, call)
+
+
+def _is_chain(nodes: list[StepNode]) -> bool:
+    """True when each step needs the previous one: no two steps could overlap."""
+    if len(nodes) == 1:
+        return True
+    return all(n.upstream == (nodes[i - 1].id,) for i, n in enumerate(nodes) if i) and not nodes[0].upstream

@@ -1,0 +1,224 @@
+"""The traced DAG: where each step input comes from, and the handles a trace hands out.
+
+While a `@pipeline` body is traced, step calls do not run: they record a `StepNode`
+and return `Handle`s that stand for outputs not computed yet. Each input of a node is a
+`Source` that resolves to a value at run time from the request parameters and the
+results of upstream steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from runtimes.errors import PipelineDefinitionError
+
+if TYPE_CHECKING:
+    from runtimes.step import Step
+
+
+class Source:
+    """Where one step input comes from."""
+
+    __slots__ = ()
+    upstream: tuple[str, ...] = ()
+
+    def resolve(self, params: Mapping[str, Any], results: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+class Const(Source):
+    """A literal written in the pipeline body."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def resolve(self, params: Mapping[str, Any], results: Mapping[str, Any]) -> Any:
+        return self.value
+
+
+class _Placeholder(Source):
+    """Refuses the Python operations a trace cannot see, with a message saying why.
+
+    A pipeline body runs once, at load, with placeholders instead of values: `if city:`
+    or `f"{city}"` there would silently bake one branch or a repr into the DAG.
+    """
+
+    __slots__ = ()
+
+    def _misuse(self, what: str) -> PipelineDefinitionError:
+        return PipelineDefinitionError(
+            f"{self!r} has no value while the pipeline is traced ({what}); "
+            "pass it to a step and do the work inside the step"
+        )
+
+    def __bool__(self) -> bool:
+        raise self._misuse("used as a condition")
+
+    def __str__(self) -> str:
+        raise self._misuse("converted to str")
+
+    def __format__(self, spec: str) -> str:
+        raise self._misuse("formatted into a string")
+
+    def __iter__(self) -> Any:
+        raise self._misuse("iterated")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise self._misuse(f"attribute {name!r} read")
+
+    def __getitem__(self, key: Any) -> Any:
+        raise self._misuse("indexed")
+
+    def __len__(self) -> int:
+        raise self._misuse("measured with len()")
+
+    def __index__(self) -> int:
+        raise self._misuse("used as an int")
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+class ParamRef(_Placeholder):
+    """A pipeline parameter, filled from the request at run time."""
+
+    __slots__ = ("name", "pipeline")
+
+    def __init__(self, name: str, pipeline: str) -> None:
+        self.name = name
+        self.pipeline = pipeline
+
+    def __repr__(self) -> str:
+        return f"parameter '{self.name}' of pipeline '{self.pipeline}'"
+
+    def resolve(self, params: Mapping[str, Any], results: Mapping[str, Any]) -> Any:
+        return params[self.name]
+
+
+class Handle(_Placeholder):
+    """One output of a traced step call, resolved from that step's result at run time."""
+
+    __slots__ = ("index", "node_id", "output", "trace", "upstream")
+
+    def __init__(self, node_id: str, output: str, index: int | None, trace: Trace) -> None:
+        self.node_id = node_id
+        self.output = output
+        self.index = index  # None: the whole return value; i: element i of a tuple
+        self.trace = trace
+        self.upstream = (node_id,)
+
+    def __repr__(self) -> str:
+        return f"output '{self.output}' of step '{self.node_id}'"
+
+    def resolve(self, params: Mapping[str, Any], results: Mapping[str, Any]) -> Any:
+        value = results[self.node_id]
+        return value if self.index is None else value[self.index]
+
+
+class Composite(Source):
+    """A list, tuple or dict literal that holds handles (fan-in: `merge([a, b, c])`)."""
+
+    __slots__ = ("items", "kind", "upstream")
+
+    def __init__(self, kind: type, items: list[tuple[Any, Source]]) -> None:
+        self.kind = kind
+        self.items = items
+        self.upstream = tuple(dict.fromkeys(u for _, s in items for u in s.upstream))
+
+    def resolve(self, params: Mapping[str, Any], results: Mapping[str, Any]) -> Any:
+        if self.kind is dict:
+            return {k: s.resolve(params, results) for k, s in self.items}
+        return self.kind(s.resolve(params, results) for _, s in self.items)
+
+
+def to_source(value: Any, trace: Trace, where: str) -> Source:
+    """Turn one argument of a traced step call into the `Source` that feeds it."""
+    if isinstance(value, (Handle, ParamRef)):
+        if isinstance(value, Handle) and value.trace is not trace:
+            raise PipelineDefinitionError(
+                f"{where}: {value!r} belongs to another pipeline; a handle is only "
+                "valid inside the pipeline body that created it"
+            )
+        return value
+    if isinstance(value, (list, tuple, dict)):
+        pairs = value.items() if isinstance(value, dict) else enumerate(value)
+        items = [(k, to_source(v, trace, where)) for k, v in pairs]
+        if any(not isinstance(s, Const) for _, s in items):
+            return Composite(dict if isinstance(value, dict) else type(value), items)
+    return Const(value)
+
+
+def contains_placeholder(value: Any) -> bool:
+    if isinstance(value, _Placeholder):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(contains_placeholder(v) for v in value)
+    if isinstance(value, dict):
+        return any(contains_placeholder(v) for v in value.values())
+    return False
+
+
+class StepNode:
+    """One invocation of a step in the DAG, with its id (`greet`, `greet_2`, ...)."""
+
+    __slots__ = ("after", "args", "id", "kwargs", "step", "upstream")
+
+    def __init__(
+        self,
+        node_id: str,
+        step: Step,
+        args: tuple[Source, ...],
+        kwargs: dict[str, Source],
+        after: tuple[Handle | str, ...],
+    ) -> None:
+        self.id = node_id
+        self.step = step
+        self.args = args
+        self.kwargs = kwargs
+        self.after = after
+        self.upstream: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"StepNode({self.id!r}, upstream={self.upstream!r})"
+
+
+class Trace:
+    """The recording of one pipeline body; active only while that body runs at load."""
+
+    def __init__(self, pipeline: str) -> None:
+        self.pipeline = pipeline
+        self.nodes: list[StepNode] = []
+        self._counts: dict[str, int] = {}
+
+    def add(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any], after: Any) -> StepNode:
+        count = self._counts.get(step.name, 0) + 1
+        self._counts[step.name] = count
+        node_id = step.name if count == 1 else f"{step.name}_{count}"
+        where = f"pipeline '{self.pipeline}', step '{node_id}'"
+        src_args = tuple(to_source(a, self, where) for a in args)
+        src_kwargs = {k: to_source(v, self, where) for k, v in kwargs.items()}
+        if after is None:
+            after_items: tuple[Any, ...] = ()
+        elif isinstance(after, (list, tuple)):
+            after_items = tuple(after)
+        else:
+            after_items = (after,)
+        for item in after_items:
+            if isinstance(item, Handle):
+                to_source(item, self, where)
+            elif not isinstance(item, str):
+                raise PipelineDefinitionError(
+                    f"{where}: after= takes step handles or step ids, not {type(item).__name__}"
+                )
+        node = StepNode(node_id, step, src_args, src_kwargs, after_items)
+        self.nodes.append(node)
+        return node
+
+
+current_trace: ContextVar[Trace | None] = ContextVar("serving_current_trace", default=None)

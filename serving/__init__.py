@@ -1,0 +1,10 @@
+"""serving: serve a Python pipeline as a fast HTTP service.
+
+The user API is re-exported here: `from serving import pipeline, step`.
+"""
+
+from capture import Capture
+from runtimes import Pipeline, PipelineDefinitionError, Step, StepError, pipeline, step
+
+__all__ = ["Capture", "Pipeline", "PipelineDefinitionError", "Step", "StepError", "pipeline", "step"]
+__version__ = "0.1.0"

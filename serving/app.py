@@ -1,0 +1,166 @@
+"""The ASGI application: routes, middleware and the runtime's life cycle.
+
+`create_app` wires one loaded pipeline to one runtime. Readiness is explicit state:
+`/readyz` is 503 until the runtime has started and again once draining begins, so a
+load balancer stops sending work before the server stops accepting it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+import serving
+from runtimes import Pipeline, Runtime
+from serving.invoke import InvokeEndpoint
+from serving.logs import request_id_var
+from serving.middleware import AuthMiddleware, RequestContextMiddleware
+from serving.openapi import build_openapi, docs_page, swagger_ui_path
+from serving.problems import problem_response
+from serving.settings import Settings
+
+log = structlog.get_logger("serving.app")
+_encoder = msgspec.json.Encoder()
+
+
+class AppState:
+    """Process-wide facts the operational endpoints report."""
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.ready = False
+        self.draining = False
+
+    @property
+    def uptime(self) -> float:
+        return time.time() - self.started_at
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(data), status, media_type="application/json")
+
+
+def pipeline_info(pipeline: Pipeline, settings: Settings, runtime: Runtime) -> dict[str, Any]:
+    return {
+        "pipeline": {
+            "name": pipeline.name,
+            "description": (pipeline.fn.__doc__ or "").strip() or None,
+            "parameters": [p.name for p in pipeline.parameters],
+            "outputs": [o.key for o in pipeline.outputs],
+        },
+        "steps": [
+            {
+                "id": n.id,
+                "step": n.step.name,
+                "upstream": list(n.upstream),
+                "is_async": n.step.is_async,
+                "retries": n.step.retries,
+                "timeout": n.step.timeout,
+            }
+            for n in pipeline.nodes
+        ],
+        "input_schema": pipeline.input_schema(),
+        "output_schema": pipeline.output_schema(),
+        "deployment": {"name": settings.deployment_name, "id": None},
+        "capture": msgspec.structs.asdict(pipeline.capture),
+        "runtime": runtime.name,
+        "version": serving.__version__,
+    }
+
+
+def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Starlette:
+    state = AppState()
+    info = pipeline_info(pipeline, settings, runtime)
+    openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
+
+    async def health(request: Request) -> Response:
+        return _json(
+            {
+                "status": "draining" if state.draining else "healthy",
+                "uptime_seconds": round(state.uptime, 3),
+                "pipeline": pipeline.name,
+            }
+        )
+
+    async def livez(request: Request) -> Response:
+        return _json({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        if state.draining:
+            return problem_response(503, "draining: shutting down", request_id=request_id_var.get())
+        if not state.ready:
+            return problem_response(503, "starting: not ready yet", request_id=request_id_var.get())
+        return _json({"status": "ready"})
+
+    async def info_endpoint(request: Request) -> Response:
+        return _json(info)
+
+    async def status(request: Request) -> Response:
+        return _json(
+            {
+                "pipeline": pipeline.name,
+                "runtime": runtime.name,
+                "ready": state.ready,
+                "draining": state.draining,
+                "uptime_seconds": round(state.uptime, 3),
+                "settings": settings.redacted(),
+            }
+        )
+
+    async def openapi_endpoint(request: Request) -> Response:
+        return Response(openapi, media_type="application/json")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        detail = exc.detail if exc.status_code != 404 else f"no route for {request.url.path}"
+        return problem_response(exc.status_code, detail, request_id=request_id_var.get(), headers=exc.headers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        state.ready = True
+        log.info("ready", pipeline=pipeline.name, runtime=runtime.name)
+        try:
+            yield
+        finally:
+            state.ready = False
+            await runtime.stop()
+
+    routes: list[Any] = [
+        Route("/invoke", InvokeEndpoint(pipeline, runtime, settings).handle, methods=["POST"]),
+        Route("/health", health),
+        Route("/livez", livez),
+        Route("/readyz", readyz),
+        Route("/info", info_endpoint),
+        Route("/status", status),
+        Route("/openapi.json", openapi_endpoint),
+        Route("/docs", docs_page),
+    ]
+    if (assets := swagger_ui_path()) is not None:
+        routes.append(Mount("/docs/static", StaticFiles(directory=assets), name="docs-static"))
+    middleware = [Middleware(RequestContextMiddleware, access_log=settings.access_log)]
+    if settings.auth_key:
+        middleware.append(Middleware(AuthMiddleware, key=settings.auth_key))
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )
+    app.state.serving = state
+    app.state.pipeline = pipeline
+    app.state.runtime = runtime
+    app.state.settings = settings
+    return app

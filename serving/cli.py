@@ -1,0 +1,94 @@
+"""The `serving` command line. `serving serve` (also `python -m serving`) runs the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import structlog
+
+from serving.settings import SettingsError, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"serving: error: {message}", file=sys.stderr)
+    return status
+
+
+def serve(overrides: dict[str, Any] | None = None) -> int:
+    """Load settings and the pipeline, then serve; returns the exit status.
+
+    Every start-up problem is one line on stderr and exit status 2 (1 when the port is
+    taken, which is not a usage error). The traceback is logged only at debug level.
+    """
+    try:
+        settings = load_settings(**(overrides or {}))
+    except SettingsError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    from serving.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    log = structlog.get_logger("serving.cli")
+    if not settings.pipeline:
+        return _fail(
+            "SERVING_PIPELINE is not set; name a pipeline as 'package.module:attr' or 'path/to/file.py:attr'",
+            EXIT_USAGE,
+        )
+    if settings.server == "uvicorn":
+        try:
+            import uvicorn  # noqa: F401
+        except ImportError:
+            return _fail("SERVING_SERVER=uvicorn needs the extra: pip install 'serving[uvicorn]'", EXIT_USAGE)
+
+    from runtimes import RuntimeOptions, create_runtime
+    from runtimes.base import UnknownRuntimeError
+    from serving.loader import PipelineLoadError, load_pipeline
+
+    try:
+        pipeline = load_pipeline(settings.pipeline)
+    except PipelineLoadError as exc:
+        if settings.log_level == "debug":
+            log.debug("pipeline_load_failed", exc_info=exc.__cause__ or exc)
+        return _fail(f"cannot load pipeline: {exc}", EXIT_USAGE)
+    try:
+        runtime = create_runtime(settings.runtime, RuntimeOptions(max_threads=settings.step_threads))
+    except UnknownRuntimeError as exc:
+        return _fail(f"SERVING_RUNTIME: {exc}", EXIT_USAGE)
+
+    from serving.app import create_app
+    from serving.server import ServerStartError, run_server
+
+    app = create_app(pipeline, runtime, settings)
+    try:
+        return run_server(app, settings)
+    except ServerStartError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="serving", description="Serve a Python pipeline over HTTP.")
+    sub = parser.add_subparsers(dest="command")
+    srv = sub.add_parser("serve", help="run the daemon (settings from SERVING_* variables)")
+    srv.add_argument("pipeline", nargs="?", help="module:attr or path/file.py:attr (SERVING_PIPELINE)")
+    srv.add_argument("--host", help="SERVING_HOST")
+    srv.add_argument("--port", type=int, help="SERVING_PORT")
+    srv.add_argument("--server", choices=["hypercorn", "uvicorn"], help="SERVING_SERVER")
+    srv.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="SERVING_LOG_LEVEL")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in (None, "serve"):
+        overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+        return serve(overrides)
+    parser.print_help()  # pragma: no cover - every subcommand is handled above
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

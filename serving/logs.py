@@ -1,0 +1,68 @@
+"""structlog set up once: JSON lines in production, a readable console on a terminal.
+
+The request id lives in a contextvar set by the HTTP middleware; a processor copies it
+into every event, so each log line of a request carries it without per-call binding.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Any
+
+import msgspec
+import structlog
+
+request_id_var: ContextVar[str | None] = ContextVar("serving_request_id", default=None)
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_encoder = msgspec.json.Encoder()
+
+
+def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    rid = request_id_var.get()
+    if rid is not None and "request_id" not in event:
+        event["request_id"] = rid
+    return event
+
+
+def _json_dumps(obj: Any, **_: Any) -> str:
+    return _encoder.encode(obj).decode()
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Route structlog (and the stdlib loggers of our servers) to stderr.
+
+    `fmt="auto"` picks the console renderer when stderr is a terminal, JSON otherwise.
+    """
+    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer: Any
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_json_dumps)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        _add_request_id,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    tail: list[Any] = [] if use_console else [structlog.processors.dict_tracebacks]
+    structlog.configure(
+        processors=[*shared, *tail, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # Hypercorn and uvicorn log through the stdlib: render their lines the same way.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(_LEVELS[level], logging.INFO))

@@ -1,0 +1,124 @@
+"""Raw ASGI middleware: request ids, access log, last-resort errors, bearer auth.
+
+Written as plain ASGI callables (no BaseHTTPMiddleware) because they sit on every
+request's path and must cost microseconds, not a task and a queue per request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from typing import Any
+
+import structlog
+
+from serving.logs import request_id_var
+from serving.problems import PROBLEM_CONTENT_TYPE, problem_bytes
+
+ASGIApp = Any
+log = structlog.get_logger("serving.http")
+
+_MAX_REQUEST_ID = 128
+_PROBLEM_HEADERS = [(b"content-type", PROBLEM_CONTENT_TYPE.encode())]
+
+
+def _valid_request_id(value: str) -> bool:
+    return 0 < len(value) <= _MAX_REQUEST_ID and value.isascii() and value.isprintable() and " " not in value
+
+
+async def _send_problem(
+    send: Any, status: int, detail: str, rid: str | None, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    body = problem_bytes(status, detail, rid)
+    headers = [*_PROBLEM_HEADERS, (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    """Give each request an id (taken from X-Request-ID or made), log one access line,
+    and turn any unhandled exception into a problem+json 500 without a traceback."""
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                rid = value.decode("latin-1")
+                break
+        if rid is None or not _valid_request_id(rid):
+            rid = uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        started = time.perf_counter()
+        state = [500, False]  # status, response started
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                state[0] = message["status"]
+                state[1] = True
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled_error", path=scope["path"])
+            state[0] = 500
+            if kind == "http" and not state[1]:
+                await _send_problem(send, 500, "internal error; see the server log", rid, (rid_header,))
+        finally:
+            if self.access_log and kind == "http":
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=state[0],
+                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                    client=(scope.get("client") or ("", 0))[0],
+                )
+            request_id_var.reset(token)
+
+
+class AuthMiddleware:
+    """Require `Authorization: Bearer <SERVING_AUTH_KEY>` except on probe paths.
+
+    The comparison is constant-time so response timing does not leak the key.
+    """
+
+    OPEN_PATHS = frozenset({"/health", "/livez", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, *, key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if (kind == "http" or kind == "websocket") and scope["path"] not in self.OPEN_PATHS:
+            provided = b""
+            for key, value in scope["headers"]:
+                if key == b"authorization":
+                    provided = value
+                    break
+            if not hmac.compare_digest(provided, self.expected):
+                detail = "missing bearer token" if not provided else "invalid bearer token"
+                if kind == "websocket":
+                    await send({"type": "websocket.close", "code": 1008, "reason": detail})
+                    return
+                await _send_problem(
+                    send,
+                    401,
+                    detail,
+                    request_id_var.get(),
+                    ((b"www-authenticate", b'Bearer realm="serving"'),),
+                )
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,117 @@
+"""The one error shape every endpoint uses: RFC 9457 problem+json.
+
+/invoke errors add the reference wire format's `success: false` and `error` to it, so
+a client of the reference keeps working and a generic client sees a standard problem.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.responses import Response
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+TITLES = {
+    400: "Malformed request",
+    401: "Unauthorized",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Invalid parameters",
+    500: "Pipeline failed",
+    503: "Service unavailable",
+    504: "Invocation timed out",
+}
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One bad field: `loc` is a dotted path such as `parameters.order.qty`."""
+
+    loc: str
+    msg: str
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+    request_id: str | None = None
+
+
+class InvocationMetadata(msgspec.Struct, kw_only=True):
+    deployment_id: str | None = None
+    deployment_name: str | None = None
+    snapshot_id: str | None = None
+    snapshot_name: str | None = None
+    pipeline_name: str
+    run_id: str | None = None
+    run_name: str | None = None
+    parameters_used: Any = None
+
+
+class InvokeProblem(msgspec.Struct, kw_only=True):
+    """An /invoke failure: the reference's fields plus the problem+json ones."""
+
+    success: bool = False
+    outputs: None = None
+    execution_time: float = 0.0
+    metadata: InvocationMetadata | None = None
+    error: str
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+    request_id: str | None = None
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    request_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = Problem(
+        title=TITLES.get(status, "Error"), status=status, detail=detail, errors=errors, request_id=request_id
+    )
+    return Response(_encoder.encode(body), status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+
+
+def invoke_problem_response(
+    status: int,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    metadata: InvocationMetadata | None = None,
+    execution_time: float = 0.0,
+    request_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = InvokeProblem(
+        error=detail,
+        title=TITLES.get(status, "Error"),
+        status=status,
+        detail=detail,
+        errors=errors,
+        metadata=metadata,
+        execution_time=execution_time,
+        request_id=request_id,
+    )
+    return Response(_encoder.encode(body), status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+
+
+def problem_bytes(status: int, detail: str, request_id: str | None = None) -> bytes:
+    """For raw ASGI middleware that answers before any endpoint runs."""
+    return _encoder.encode(
+        Problem(title=TITLES.get(status, "Error"), status=status, detail=detail, request_id=request_id)
+    )

@@ -1,0 +1,124 @@
+"""Run the ASGI app under Hypercorn (default) or uvicorn, with the same drain semantics.
+
+On SIGTERM or SIGINT: `/readyz` turns 503 at once, after `SERVING_DRAIN_DELAY` seconds
+the server stops accepting connections, in-flight requests get up to
+`SERVING_GRACEFUL_TIMEOUT` seconds to finish, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+
+from serving.settings import Settings
+
+log = structlog.get_logger("serving.server")
+
+
+class ServerStartError(Exception):
+    """The server cannot start (e.g. the port is taken); the message is one line."""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before starting the server so a taken port is a clear error and port 0 works."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServerStartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _install_drain(app: Any, settings: Settings, stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    state = app.state.serving
+
+    def on_signal(signum: int) -> None:
+        if state.draining:
+            log.warning("second_signal_stopping_now", signal=signal.Signals(signum).name)
+            stop()
+            return
+        state.draining = True
+        log.info(
+            "draining",
+            signal=signal.Signals(signum).name,
+            drain_delay=settings.drain_delay,
+            graceful_timeout=settings.graceful_timeout,
+        )
+        loop.call_later(settings.drain_delay, stop)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
+async def _serve_hypercorn(app: Any, settings: Settings, sock: socket.socket) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.accesslog = None  # our middleware logs one structured line per request
+    config.errorlog = logging.getLogger("hypercorn.error")  # rendered by our structlog setup
+    config.graceful_timeout = settings.graceful_timeout
+    config.keep_alive_timeout = 75  # longer than common load balancer idle timeouts
+    shutdown = asyncio.Event()
+    _install_drain(app, settings, shutdown.set)
+    await serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+
+
+async def _serve_uvicorn(app: Any, settings: Settings, sock: socket.socket) -> None:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # Our handlers drain first and never re-raise the signal, so exit is 0.
+            yield
+
+    config = uvicorn.Config(
+        app,
+        loop="none",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        timeout_keep_alive=75,
+    )
+    server = _Server(config)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    _install_drain(app, settings, stop)
+    await server.serve(sockets=[sock])
+
+
+def run_server(app: Any, settings: Settings) -> int:
+    """Serve until drained; returns the process exit status."""
+    sock = bind_socket(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    log.info("listening", url=f"http://{host}:{port}", server=settings.server, pipeline=settings.pipeline)
+    serve = _serve_uvicorn if settings.server == "uvicorn" else _serve_hypercorn
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve(app, settings, sock))
+    else:
+        uvloop.run(serve(app, settings, sock))
+    with contextlib.suppress(OSError):  # Hypercorn closes the fd it was handed
+        sock.close()
+    log.info("stopped")
+    return 0

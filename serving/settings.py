@@ -1,0 +1,104 @@
+"""Daemon settings: every `SERVING_*` environment variable, parsed once into one Struct.
+
+A bad value stops the start with one line naming the variable (exit status 2), so a
+typo in a deployment manifest fails loudly instead of serving with a surprise default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+PREFIX = "SERVING_"
+MiB = 1024 * 1024
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The effective configuration of one daemon process.
+
+    Field `x` is read from `SERVING_X`. Docs for each live in README.md's table, which a
+    test keeps in step with this class.
+    """
+
+    pipeline: str | None = None
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "console", "json"] = "auto"
+    access_log: bool = True
+    auth_key: str | None = None
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 16 * MiB
+    invoke_timeout: Seconds | None = 300.0
+    graceful_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    drain_delay: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    home: str = "~/.serving"
+    deployment_name: str | None = None
+    server: Literal["hypercorn", "uvicorn"] = "hypercorn"
+    runtime: str = "memory"
+    step_threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser()
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as shown by /status: secrets replaced, never echoed."""
+        data = msgspec.structs.asdict(self)
+        if data["auth_key"] is not None:
+            data["auth_key"] = "***"
+        return data
+
+
+SECRET_FIELDS = frozenset({"auth_key"})
+
+
+class SettingsError(ValueError):
+    """One bad variable; its message is the single line the daemon prints before exit 2."""
+
+
+def _none_if_empty(value: str) -> str | None:
+    return value if value.strip() else None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read `SERVING_*` variables (and explicit overrides, e.g. from CLI flags).
+
+    Raises SettingsError naming the first bad or unknown variable.
+    """
+    env = os.environ if environ is None else environ
+    fields = {f.name: f for f in msgspec.structs.fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX) :].lower()
+        if name not in fields:
+            continue  # other tools share the prefix (SERVING_DEPLOYMENT is the CLI's)
+        values[name] = _none_if_empty(raw) if name not in ("host",) else raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for name, raw in values.items():
+        if isinstance(raw, str) and name in ("log_level", "log_format", "server"):
+            values[name] = raw.strip().lower()
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(exc, values)) from None
+
+
+def _explain(exc: msgspec.ValidationError, values: Mapping[str, Any]) -> str:
+    message = str(exc)
+    field = None
+    if " - at `$." in message:
+        message, _, path = message.partition(" - at `$.")
+        field = path.rstrip("`").split(".")[0]
+    message = message.replace("`", "")
+    if field is None:
+        return f"invalid settings: {message}"
+    return f"{PREFIX}{field.upper()}={values.get(field)!r} is invalid: {message}"
