@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 import serving
 from runtimes import Pipeline, Runtime
 from serving.invoke import InvokeEndpoint
-from serving.logs import request_id_var
+from serving.logs import AccessLog, request_id_var
 from serving.middleware import AuthMiddleware, RequestContextMiddleware
 from serving.openapi import build_openapi, docs_page, swagger_ui_path
 from serving.problems import problem_response
@@ -150,7 +150,8 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Star
     ]
     if (assets := swagger_ui_path()) is not None:
         routes.append(Mount("/docs/static", StaticFiles(directory=assets), name="docs-static"))
-    middleware = [Middleware(RequestContextMiddleware, access_log=settings.access_log)]
+    access_log = AccessLog(settings.log_format) if settings.access_log else None
+    middleware = [Middleware(RequestContextMiddleware, access_log=access_log)]
     if settings.auth_key:
         middleware.append(Middleware(AuthMiddleware, key=settings.auth_key))
     app = Starlette(

@@ -11,7 +11,7 @@ import math
 from typing import Annotated, Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from runtimes import Pipeline, RunStatus, Runtime
@@ -62,11 +62,18 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    receive = request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -98,6 +105,8 @@ class InvokeEndpoint:
             return self._fail(415, f"content type {ctype!r} is not supported; send application/json")
         try:
             body = await read_body(request, self.settings.max_body_bytes)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening; nothing to run
         except BodyTooLarge:
             return self._fail(413, f"request body exceeds the limit of {self.settings.max_body_bytes} bytes")
         try:

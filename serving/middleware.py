@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hmac
 import time
-import uuid
 from typing import Any
 
 import structlog
 
-from serving.logs import request_id_var
+from runtimes.executor import new_id
+from serving.logs import AccessLog, request_id_var
 from serving.problems import PROBLEM_CONTENT_TYPE, problem_bytes
 
 ASGIApp = Any
@@ -40,7 +40,7 @@ class RequestContextMiddleware:
     """Give each request an id (taken from X-Request-ID or made), log one access line,
     and turn any unhandled exception into a problem+json 500 without a traceback."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, access_log: AccessLog | None = None) -> None:
         self.app = app
         self.access_log = access_log
 
@@ -55,7 +55,7 @@ class RequestContextMiddleware:
                 rid = value.decode("latin-1")
                 break
         if rid is None or not _valid_request_id(rid):
-            rid = uuid.uuid4().hex
+            rid = new_id()
         token = request_id_var.set(rid)
         started = time.perf_counter()
         state = [500, False]  # status, response started
@@ -76,14 +76,14 @@ class RequestContextMiddleware:
             if kind == "http" and not state[1]:
                 await _send_problem(send, 500, "internal error; see the server log", rid, (rid_header,))
         finally:
-            if self.access_log and kind == "http":
-                log.info(
-                    "request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=state[0],
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                    client=(scope.get("client") or ("", 0))[0],
+            if self.access_log is not None and kind == "http":
+                self.access_log(
+                    scope["method"],
+                    scope["path"],
+                    state[0],
+                    round((time.perf_counter() - started) * 1000, 3),
+                    (scope.get("client") or ("", 0))[0],
+                    rid,
                 )
             request_id_var.reset(token)
 
