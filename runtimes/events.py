@@ -7,6 +7,8 @@ increases by one per event within a run, which lets a subscriber resume without 
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 
@@ -45,6 +47,22 @@ class StepFailed(RunEvent, tag="step_failed", frozen=True):
     error: str
     duration: float
     attempts: int
+
+
+class Progress(RunEvent, tag="progress", frozen=True):
+    """Reported from inside a step with `serving.progress(fraction, message)`."""
+
+    step: str
+    fraction: float | None = None
+    message: str | None = None
+
+
+class Chunk(RunEvent, tag="chunk", frozen=True):
+    """One item yielded by a generator step, sent as it is produced (token streaming)."""
+
+    step: str
+    index: int
+    data: Any
 
 
 class RunCompleted(RunEvent, tag="run_completed", frozen=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from runtimes import events as ev
 from runtimes.errors import RunTimeoutError, StepError, StepTimeoutError
 from runtimes.graph import StepNode
 from runtimes.pipeline import Pipeline
+from runtimes.progress import StepScope, current_step
 from runtimes.threads import StepThreads
 
 log = structlog.get_logger("runtimes.executor")
@@ -227,12 +229,16 @@ class DagExecutor:
         kw = {k: s.resolve(kwargs, results) for k, s in node.kwargs.items()}
         started = time.perf_counter()
         attempt = 0
+        scope = None
+        if emit:
+            scope = StepScope(node.id, emit, asyncio.get_running_loop())
         while True:
             attempt += 1
             if emit:
                 emit(ev.StepStarted, step=node.id, attempt=attempt)
+            token = current_step.set(scope) if scope else None
             try:
-                value = await self._attempt(step, args, kw)
+                value = await self._attempt(step, args, kw, scope)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -262,25 +268,69 @@ class DagExecutor:
                         attempts=attempt,
                     )
                 raise error from exc
+            finally:
+                if token is not None:
+                    current_step.reset(token)
             if emit:
                 emit(ev.StepCompleted, step=node.id, duration=time.perf_counter() - started, attempts=attempt)
             return value
 
-    async def _attempt(self, step: Any, args: list[Any], kw: dict[str, Any]) -> Any:
+    async def _attempt(self, step: Any, args: list[Any], kw: dict[str, Any], scope: StepScope | None) -> Any:
         if step.timeout is None:
-            return await self._call(step, args, kw)
+            return await self._call(step, args, kw, scope)
         try:
-            async with asyncio.timeout(step.timeout) as scope:
-                return await self._call(step, args, kw)
+            async with asyncio.timeout(step.timeout) as deadline:
+                return await self._call(step, args, kw, scope)
         except TimeoutError:
-            if scope.expired():
+            if deadline.expired():
                 raise StepTimeoutError(f"step timed out after {step.timeout:g}s") from None
             raise
 
-    def _call(self, step: Any, args: list[Any], kw: dict[str, Any]) -> Any:
+    def _call(self, step: Any, args: list[Any], kw: dict[str, Any], scope: StepScope | None) -> Any:
         if step.is_async:
             return step.fn(*args, **kw)
+        if step.is_async_gen:
+            return _collect_async(step.fn(*args, **kw), scope)
+        if step.is_gen:
+            stop = threading.Event()
+            fut = self.threads.submit(_collect_sync, (step.fn, args, kw, scope, stop), {})
+            fut.add_done_callback(lambda f: stop.set() if f.cancelled() else None)
+            return fut
         return self.threads.submit(step.fn, args, kw)
+
+
+def _joined(items: list[Any]) -> Any:
+    """A generator step's output: the joined string for str items, else the list."""
+    if items and all(isinstance(i, str) for i in items):
+        return "".join(items)
+    return items
+
+
+async def _collect_async(agen: Any, scope: StepScope | None) -> Any:
+    items: list[Any] = []
+    async for item in agen:
+        if scope is not None:
+            scope.send(ev.Chunk, step=scope.step_id, index=len(items), data=item)
+        items.append(item)
+    return _joined(items)
+
+
+def _collect_sync(
+    fn: Any, args: list[Any], kw: dict[str, Any], scope: StepScope | None, stop: threading.Event
+) -> Any:
+    """Iterate a sync generator in its worker thread; stops between items once cancelled."""
+    items: list[Any] = []
+    gen = fn(*args, **kw)
+    try:
+        for item in gen:
+            if stop.is_set():
+                break
+            if scope is not None:
+                scope.send(ev.Chunk, step=scope.step_id, index=len(items), data=item)
+            items.append(item)
+    finally:
+        gen.close()
+    return _joined(items)
 
 
 def _is_chain(nodes: list[StepNode]) -> bool:

@@ -45,6 +45,8 @@ def outputs_of(fn: Callable[..., Any], step_name: str) -> tuple[StepOutput, ...]
         hints = {}
     ret = hints.get("return", Any)
     base, name = _annotated_name(ret)
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        return (StepOutput(name or DEFAULT_OUTPUT, _generated_type(base), None),)
     if name is not None:
         return (StepOutput(name, base, None),)
     if typing.get_origin(base) is tuple:
@@ -64,6 +66,13 @@ def outputs_of(fn: Callable[..., Any], step_name: str) -> tuple[StepOutput, ...]
                 )
             return tuple(StepOutput(n, t, i) for i, (t, n) in enumerate(named))  # type: ignore[arg-type]
     return (StepOutput(DEFAULT_OUTPUT, base, None),)
+
+
+def _generated_type(gen_type: Any) -> Any:
+    """A generator step's output: the joined string for str items, else the list of items."""
+    args = typing.get_args(gen_type)
+    item = args[0] if args else Any
+    return str if item is str else list[item]  # type: ignore[valid-type]
 
 
 class Step:
@@ -94,12 +103,12 @@ class Step:
             raise PipelineDefinitionError(f"{where}: retry_delay must be >= 0, got {retry_delay!r}")
         if timeout is not None and timeout <= 0:
             raise PipelineDefinitionError(f"{where}: timeout must be > 0, got {timeout!r}")
-        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-            raise PipelineDefinitionError(f"{where}: generator steps are not supported yet")
         self.retries = retries
         self.retry_delay = retry_delay
         self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_async_gen = inspect.isasyncgenfunction(fn)
+        self.is_gen = inspect.isgeneratorfunction(fn)
         self.signature = inspect.signature(fn)
         self.outputs = outputs_of(fn, self.name)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
@@ -155,6 +164,10 @@ def step(
     `retries` re-runs a failing step (after `retry_delay` seconds) before the run fails;
     `timeout` bounds each attempt. A sync step runs in a worker thread, so a timeout
     abandons its thread rather than stopping it; its late result is discarded.
+
+    A generator (or async generator) step streams: each yielded item is sent to
+    subscribers as a `chunk` event as it is produced. Its output is the joined string
+    when every item is a str, otherwise the list of items.
     """
 
     def wrap(f: Callable[..., Any]) -> Step:

@@ -1,0 +1,384 @@
+"""The job manager: admission, queueing, running, cancelling and watching invocations.
+
+Sync invocations (`run_sync`) and async jobs (`submit`) share one `Limiter`, so there
+is one truth for load. A job's events go to its `JobEventLog`, which any number of
+subscribers read; its record goes to the `JobStore`. No Starlette here: the HTTP edge
+translates `QueueFull`, `JobNotFound` and `JobFinished` into status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import structlog
+
+from jobs.events import JobEventLog, LogEntry
+from jobs.limits import Limiter
+from jobs.records import InvocationMetadata, InvocationResponse, Job, JobProgress
+from jobs.states import JobStatus, can_move
+from jobs.store import JobStore, MemoryJobStore
+from runtimes import Pipeline, RunResult, RunStatus, Runtime
+from runtimes import events as ev
+from runtimes.executor import new_id
+
+log = structlog.get_logger("jobs")
+
+
+class JobNotFound(LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id!r} (unknown, or expired after its retention time)")
+
+
+class JobFinished(Exception):
+    """The job is already finished; its state is unchanged."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        super().__init__(f"job {job.job_id!r} is already {job.status.value}")
+
+
+class JobNotFinished(Exception):
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        super().__init__(f"job {job.job_id!r} is {job.status.value}; cancel it first")
+
+
+class IdempotencyConflict(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used with a different request body")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
+    max_concurrency: int = 64
+    max_queue: int = 1024
+    job_ttl: float = 3600.0
+    max_jobs: int = 10_000
+    events_max: int = 10_000
+
+
+class _Active:
+    """What only this process knows about a job: its task, ticket and event log."""
+
+    __slots__ = ("done", "events", "held_terminal", "params", "task", "ticket", "timeout")
+
+    def __init__(self, events: JobEventLog, params: msgspec.Struct, timeout: float | None) -> None:
+        self.events = events
+        self.params = params
+        self.timeout = timeout
+        self.task: asyncio.Task[None] | None = None
+        self.ticket: Any = None
+        self.done = asyncio.Event()
+        self.held_terminal: ev.RunEvent | None = None
+
+
+class JobManager:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        runtime: Runtime,
+        settings: JobSettings | None = None,
+        *,
+        metadata: InvocationMetadata | None = None,
+        store: JobStore | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.runtime = runtime
+        self.settings = settings or JobSettings()
+        self.limiter = Limiter(self.settings.max_concurrency, self.settings.max_queue)
+        self.store: JobStore = store or MemoryJobStore()
+        self.metadata = metadata or InvocationMetadata(pipeline_name=pipeline.name)
+        self._active: dict[str, _Active] = {}
+        self._logs: dict[str, JobEventLog] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        interval = min(30.0, max(0.5, self.settings.job_ttl / 10))
+        self._sweeper = asyncio.create_task(self._sweep(interval), name="jobs:retention")
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Let active jobs finish for up to `grace` seconds, then cancel the rest."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        pending = [a.done.wait() for a in self._active.values()]
+        if pending and grace > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await asyncio.gather(*pending)
+        for job_id in list(self._active):
+            with contextlib.suppress(JobNotFound, JobFinished):
+                await self.cancel(job_id, "server shutting down", wait=0)
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    async def _sweep(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self._evict()
+
+    async def _evict(self) -> None:
+        for job_id in await self.store.evict(self.settings.job_ttl, self.settings.max_jobs):
+            self._logs.pop(job_id, None)
+
+    # -- sync invocations --------------------------------------------------------------
+
+    async def run_sync(
+        self, params: msgspec.Struct, *, run_name: str | None = None, timeout: float | None = None
+    ) -> RunResult:
+        """Run now (or after queueing) under the shared limits; raises QueueFull.
+
+        Cancelling the caller (a client that disconnected) cancels the run.
+        """
+        ticket = self.limiter.reserve()
+        try:
+            if not ticket.granted:
+                await ticket.wait()
+            result = await self.runtime.run(self.pipeline, params, run_name=run_name, timeout=timeout)
+            self.limiter.record(result.execution_time)
+            return result
+        finally:
+            ticket.release()
+
+    # -- async jobs ----------------------------------------------------------------
+
+    async def submit(
+        self,
+        params: msgspec.Struct,
+        *,
+        run_name: str | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+    ) -> tuple[Job, bool]:
+        """Accept a job; returns (job, created). Raises QueueFull or IdempotencyConflict.
+
+        With an idempotency key seen before (and the same fingerprint) the existing job
+        comes back with created=False and nothing runs again.
+        """
+        if idempotency_key is not None:
+            existing = await self._existing(idempotency_key, fingerprint)
+            if existing is not None:
+                return existing, False
+        ticket = self.limiter.reserve()  # admission is decided here, atomically
+        job_id = new_id()
+        if idempotency_key is not None:
+            bound = await self.store.claim_key(idempotency_key, job_id, fingerprint)
+            if bound is not None:  # a concurrent request with the same key won the race
+                ticket.cancel()
+                existing = await self._existing(idempotency_key, fingerprint)
+                if existing is not None:
+                    return existing, False
+        job = Job(
+            job_id=job_id,
+            status=JobStatus.queued,
+            pipeline_name=self.pipeline.name,
+            parameters=params,
+            run_id=new_id(),
+            run_name=run_name,
+            created_at=utc_now(),
+            progress=JobProgress(steps_total=len(self.pipeline.nodes)),
+            idempotency_key=idempotency_key,
+        )
+        events = JobEventLog(self.settings.events_max)
+        active = _Active(events, params, timeout)
+        active.ticket = ticket
+        self._active[job_id] = active
+        self._logs[job_id] = events
+        await self.store.put(job)
+        active.task = asyncio.create_task(self._drive(job, active), name=f"job:{job_id}")
+        if await self.store.count() > self.settings.max_jobs:
+            await self._evict()
+        return job, True
+
+    async def _existing(self, key: str, fingerprint: str) -> Job | None:
+        bound = await self.store.lookup_key(key)
+        if bound is None:
+            return None
+        job_id, bound_fingerprint = bound
+        if bound_fingerprint != fingerprint:
+            raise IdempotencyConflict(key)
+        return await self.store.get(job_id)
+
+    async def _drive(self, job: Job, active: _Active) -> None:
+        try:
+            await active.ticket.wait()
+        except asyncio.CancelledError:
+            active.done.set()
+            self._active.pop(job.job_id, None)
+            return
+        started = time.perf_counter()
+        try:
+            if not can_move(job.status, JobStatus.running):
+                return
+            job.status = JobStatus.running
+            job.started_at = utc_now()
+            await self.store.put(job)
+            result = await self.runtime.run(
+                self.pipeline,
+                active.params,
+                run_id=job.run_id,
+                run_name=job.run_name,
+                timeout=active.timeout,
+                on_event=lambda event: self._on_event(job, active, event),
+            )
+        except asyncio.CancelledError:
+            if can_move(job.status, JobStatus.canceled):
+                reason = job.cancel_reason or "canceled"
+                await self._finish(job, active, JobStatus.canceled, error=f"canceled: {reason}")
+        except Exception as exc:  # a runtime bug or invalid parameters: fail the job, keep serving
+            log.exception("job_crashed", job_id=job.job_id)
+            if can_move(job.status, JobStatus.failed):
+                await self._finish(job, active, JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        else:
+            self.limiter.record(result.execution_time)
+            if can_move(job.status, JobStatus.completed):
+                status = JobStatus.completed if result.status is RunStatus.completed else JobStatus.failed
+                await self._finish(job, active, status, result=result)
+        finally:
+            active.ticket.release()
+            job.execution_time = job.execution_time or round(time.perf_counter() - started, 6)
+            active.done.set()
+            self._active.pop(job.job_id, None)
+
+    def _on_event(self, job: Job, active: _Active, event: ev.RunEvent) -> None:
+        progress = job.progress
+        if isinstance(event, ev.StepCompleted):
+            progress.steps_done += 1
+        elif isinstance(event, ev.Progress):
+            progress.fraction = event.fraction
+            progress.message = event.message
+            progress.step = event.step
+        if isinstance(event, (ev.RunCompleted, ev.RunFailed, ev.RunCanceled)):
+            # Held back until the record says finished, so a subscriber that sees the
+            # end and then reads the job never sees it still running.
+            active.held_terminal = event
+            return
+        active.events.append(event)
+
+    async def _finish(
+        self,
+        job: Job,
+        active: _Active,
+        status: JobStatus,
+        *,
+        result: RunResult | None = None,
+        error: str | None = None,
+    ) -> None:
+        job.status = status
+        job.finished_at = utc_now()
+        if result is not None:
+            job.execution_time = result.execution_time
+            job.error = result.error
+            job.run_name = result.run_name
+            job.result = InvocationResponse(
+                success=result.status is RunStatus.completed,
+                outputs=result.outputs,
+                execution_time=result.execution_time,
+                metadata=msgspec.structs.replace(
+                    self.metadata,
+                    run_id=result.run_id,
+                    run_name=result.run_name,
+                    parameters_used=job.parameters,
+                ),
+                error=result.error,
+            )
+        else:
+            job.error = error
+        await self.store.put(job)
+        terminal = active.held_terminal
+        if terminal is None:  # canceled before the run began, or a crash
+            if status is JobStatus.canceled:
+                terminal = ev.RunCanceled(
+                    seq=0,
+                    run_id=job.run_id,
+                    ts=time.time(),
+                    reason=job.cancel_reason or "canceled",
+                    duration=0.0,
+                )
+            else:
+                terminal = ev.RunFailed(
+                    seq=0, run_id=job.run_id, ts=time.time(), error=job.error or "failed", duration=0.0
+                )
+        elif isinstance(terminal, ev.RunCanceled) and job.cancel_reason:
+            terminal = msgspec.structs.replace(terminal, reason=job.cancel_reason)
+        active.events.append(terminal, terminal=True)
+
+    # -- queries and control -------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        job = await self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def list(
+        self, status: JobStatus | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        return await self.store.list(status, limit, cursor)
+
+    async def cancel(self, job_id: str, reason: str = "canceled by request", wait: float = 1.0) -> Job:
+        """Cancel a queued job at once, or a running one at its next await.
+
+        Waits up to `wait` seconds for the job to reach `canceled`. Raises JobNotFound,
+        or JobFinished when it already ended (its state is left as it was).
+        """
+        job = await self.get(job_id)
+        active = self._active.get(job_id)
+        if job.status.finished or active is None:
+            raise JobFinished(job)
+        job.cancel_reason = reason
+        if job.status is JobStatus.queued:
+            active.ticket.cancel()
+            await self._finish(job, active, JobStatus.canceled, error=f"canceled: {reason}")
+            if active.task is not None:
+                active.task.cancel()
+            return job
+        if active.task is not None:
+            active.task.cancel()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await active.done.wait()
+        return job
+
+    async def wait(self, job_id: str, timeout: float) -> Job:
+        """Wait until the job finishes or `timeout` passes; returns its record either way."""
+        job = await self.get(job_id)
+        active = self._active.get(job_id)
+        if active is not None and not job.status.finished:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await active.done.wait()
+        return job
+
+    async def delete(self, job_id: str) -> None:
+        job = await self.get(job_id)
+        if not job.status.finished:
+            raise JobNotFinished(job)
+        await self.store.delete(job_id)
+        self._logs.pop(job_id, None)
+
+    async def subscribe(self, job_id: str, after_seq: int = 0) -> AsyncIterator[LogEntry]:
+        """Every event of the job after `after_seq`: history, then live, then the end.
+
+        Raises JobNotFound before yielding anything.
+        """
+        events = self._logs.get(job_id)
+        if events is None:
+            raise JobNotFound(job_id)
+        return events.read(after_seq)
+
+    def counts(self) -> dict[str, int]:
+        return {"running": self.limiter.running, "queued": self.limiter.queued}

@@ -1,0 +1,52 @@
+"""`progress()`: report how far a step has come, from inside the step.
+
+The executor puts a `StepScope` in a contextvar around each step when somebody listens
+to the run's events; sync steps see it too because their worker thread runs in a copy
+of the caller's context. Without listeners `progress()` costs one contextvar read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from runtimes import events as ev
+
+
+class StepScope:
+    """Where events of the running step go, and how to get there from any thread."""
+
+    __slots__ = ("emit", "loop", "loop_thread", "step_id")
+
+    def __init__(self, step_id: str, emit: Callable[..., None], loop: asyncio.AbstractEventLoop) -> None:
+        self.step_id = step_id
+        self.emit = emit
+        self.loop = loop
+        self.loop_thread = threading.get_ident()
+
+    def send(self, cls: type[ev.RunEvent], **fields: Any) -> None:
+        """Emit on the loop's thread: events keep their order and callbacks stay single-threaded."""
+        if threading.get_ident() == self.loop_thread:
+            self.emit(cls, **fields)
+        else:
+            self.loop.call_soon_threadsafe(lambda: self.emit(cls, **fields))
+
+
+current_step: ContextVar[StepScope | None] = ContextVar("serving_current_step", default=None)
+
+
+def progress(fraction: float | None = None, message: str | None = None) -> None:
+    """Report progress of the current step: `fraction` in [0, 1] and/or a short message.
+
+    Streamed to job subscribers as a `progress` event. Outside a run, or when nobody
+    listens, it does nothing, so steps can call it unconditionally.
+    """
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"progress fraction must be within [0, 1], got {fraction!r}")
+    scope = current_step.get()
+    if scope is None:
+        return
+    scope.send(ev.Progress, step=scope.step_id, fraction=fraction, message=message)
