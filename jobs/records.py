@@ -60,3 +60,7 @@ class Job(msgspec.Struct, kw_only=True):
     cancel_reason: str | None = None
     progress: JobProgress = msgspec.field(default_factory=JobProgress)
     idempotency_key: str | None = None
+
+    @property
+    def timed_out(self) -> bool:
+        return self.status is JobStatus.failed and (self.error or "").startswith("run timed out")

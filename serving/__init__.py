@@ -5,6 +5,7 @@ The user API is re-exported here: `from serving import pipeline, step`.
 
 from capture import Capture
 from runtimes import Pipeline, PipelineDefinitionError, Step, StepError, pipeline, step
+from runtimes.progress import progress
 
-__all__ = ["Capture", "Pipeline", "PipelineDefinitionError", "Step", "StepError", "pipeline", "step"]
+__all__ = ["Capture", "Pipeline", "PipelineDefinitionError", "Step", "StepError", "pipeline", "progress", "step"]
 __version__ = "0.1.0"

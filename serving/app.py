@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import msgspec
 import structlog
 from starlette.applications import Starlette
@@ -19,17 +20,20 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 import serving
+from jobs import InvocationMetadata, JobManager, JobSettings
 from runtimes import Pipeline, Runtime
 from serving.invoke import InvokeEndpoint
+from serving.jobs_api import JobsAPI
 from serving.logs import AccessLog, request_id_var
 from serving.middleware import AuthMiddleware, RequestContextMiddleware
 from serving.openapi import build_openapi, docs_page, swagger_ui_path
 from serving.problems import problem_response
 from serving.settings import Settings
+from serving.websocket import websocket_endpoint
 
 log = structlog.get_logger("serving.app")
 _encoder = msgspec.json.Encoder()
@@ -42,6 +46,11 @@ class AppState:
         self.started_at = time.time()
         self.ready = False
         self.draining = False
+        self.shutdown = anyio.Event()  # tells open SSE streams to wind down
+
+    def begin_drain(self) -> None:
+        self.draining = True
+        self.shutdown.set()
 
     @property
     def uptime(self) -> float:
@@ -82,6 +91,19 @@ def pipeline_info(pipeline: Pipeline, settings: Settings, runtime: Runtime) -> d
 
 def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Starlette:
     state = AppState()
+    manager = JobManager(
+        pipeline,
+        runtime,
+        JobSettings(
+            max_concurrency=settings.max_concurrency,
+            max_queue=settings.max_queue,
+            job_ttl=settings.job_ttl,
+            max_jobs=settings.max_jobs,
+            events_max=settings.job_events_max,
+        ),
+        metadata=InvocationMetadata(deployment_name=settings.deployment_name, pipeline_name=pipeline.name),
+    )
+    jobs_api = JobsAPI(manager, settings, state.shutdown)
     info = pipeline_info(pipeline, settings, runtime)
     openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
 
@@ -112,6 +134,7 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Star
             {
                 "pipeline": pipeline.name,
                 "runtime": runtime.name,
+                "jobs": manager.counts(),
                 "ready": state.ready,
                 "draining": state.draining,
                 "uptime_seconds": round(state.uptime, 3),
@@ -130,16 +153,24 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Star
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
+        await manager.start()
         state.ready = True
         log.info("ready", pipeline=pipeline.name, runtime=runtime.name)
         try:
             yield
         finally:
             state.ready = False
+            await manager.stop(grace=settings.graceful_timeout)
             await runtime.stop()
 
     routes: list[Any] = [
-        Route("/invoke", InvokeEndpoint(pipeline, runtime, settings).handle, methods=["POST"]),
+        Route("/invoke", InvokeEndpoint(pipeline, manager, settings).handle, methods=["POST"]),
+        Route("/jobs", jobs_api.list_jobs, methods=["GET"]),
+        Route("/jobs/{job_id}", jobs_api.get_job, methods=["GET"]),
+        Route("/jobs/{job_id}", jobs_api.delete_job, methods=["DELETE"]),
+        Route("/jobs/{job_id}/cancel", jobs_api.cancel_job, methods=["POST"]),
+        Route("/stream/{job_id}", jobs_api.stream, methods=["GET"]),
+        WebSocketRoute("/stream", websocket_endpoint(manager, settings.invoke_timeout)),
         Route("/health", health),
         Route("/livez", livez),
         Route("/readyz", readyz),
@@ -163,5 +194,6 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Star
     app.state.serving = state
     app.state.pipeline = pipeline
     app.state.runtime = runtime
+    app.state.jobs = manager
     app.state.settings = settings
     return app

@@ -7,29 +7,29 @@ with its path) happens only on the error path.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import math
 from typing import Annotated, Any
 
 import msgspec
+import structlog
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from runtimes import Pipeline, RunStatus, Runtime
+from jobs import IdempotencyConflict, InvocationMetadata, InvocationResponse, JobManager, JobStatus, QueueFull
+from runtimes import Pipeline, RunResult, RunStatus
 from runtimes.errors import ParameterError
 from runtimes.pipeline import split_validation_error
+from serving.jobs_api import job_links, json_response
 from serving.logs import request_id_var
-from serving.problems import FieldError, InvocationMetadata, invoke_problem_response
+from serving.problems import FieldError, invoke_problem_response
 from serving.settings import Settings
 
+log = structlog.get_logger("serving.invoke")
+
 Timeout = Annotated[float, msgspec.Meta(gt=0)]
-
-
-class InvocationResponse(msgspec.Struct, kw_only=True):
-    success: bool
-    outputs: dict[str, Any] | None
-    execution_time: float
-    metadata: InvocationMetadata
-    error: str | None = None
 
 
 def request_type(pipeline: Pipeline) -> type[msgspec.Struct]:
@@ -48,6 +48,31 @@ def request_type(pipeline: Pipeline) -> type[msgspec.Struct]:
 
 class BodyTooLarge(Exception):
     pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def parse_prefer(value: str | None) -> tuple[bool, float | None]:
+    """Read RFC 7240 `Prefer`: (respond-async wanted, wait seconds or None)."""
+    if not value:
+        return False, None
+    respond_async, wait = False, None
+    for part in value.split(","):
+        token = part.split(";", 1)[0].strip().lower()
+        if token == "respond-async":
+            respond_async = True
+        elif token.startswith("wait="):
+            with contextlib.suppress(ValueError):
+                seconds = float(token[5:])
+                if seconds >= 0:
+                    wait = seconds
+    return respond_async, wait
+
+
+def _prefers_async(request: Request) -> bool:
+    return parse_prefer(request.headers.get("prefer"))[0]
 
 
 def _is_json(content_type: str) -> bool:
@@ -80,9 +105,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 class InvokeEndpoint:
     """The /invoke handler bound to one pipeline, runtime and settings."""
 
-    def __init__(self, pipeline: Pipeline, runtime: Runtime, settings: Settings) -> None:
+    def __init__(self, pipeline: Pipeline, manager: JobManager, settings: Settings) -> None:
         self.pipeline = pipeline
-        self.runtime = runtime
+        self.manager = manager
         self.settings = settings
         self.request_type = request_type(pipeline)
         self.decoder = msgspec.json.Decoder(self.request_type)
@@ -91,12 +116,8 @@ class InvokeEndpoint:
         self.param_fields = {f.name: f for f in msgspec.structs.fields(pipeline.input_type)}
 
     def _metadata(self, run_id: str | None, run_name: str | None, params: Any) -> InvocationMetadata:
-        return InvocationMetadata(
-            deployment_name=self.settings.deployment_name,
-            pipeline_name=self.pipeline.name,
-            run_id=run_id,
-            run_name=run_name,
-            parameters_used=params,
+        return msgspec.structs.replace(
+            self.manager.metadata, run_id=run_id, run_name=run_name, parameters_used=params
         )
 
     async def handle(self, request: Request) -> Response:
@@ -116,33 +137,162 @@ class InvokeEndpoint:
         except msgspec.DecodeError as exc:
             return self._fail(400, f"request body is not valid JSON: {exc}")
 
+        if self.pipeline.pydantic_params:
+            try:  # validated here so an async job never fails for a bad parameter
+                self.pipeline.call_kwargs(req.parameters)
+            except ParameterError as exc:
+                errors = [FieldError(f"parameters.{loc}", msg) for loc, msg in exc.errors]
+                return self._fail(422, "request parameters are invalid", errors=errors)
         timeout = self.settings.invoke_timeout
         if req.timeout is not None:
             timeout = req.timeout if timeout is None else min(timeout, req.timeout)
+
+        respond_async, prefer_wait = parse_prefer(request.headers.get("prefer"))
+        if request.scope["query_string"]:
+            mode = request.query_params.get("mode", "sync")
+            if mode not in ("sync", "async"):
+                return self._fail(
+                    422,
+                    "invalid query parameters",
+                    errors=[FieldError("query.mode", f"expected 'sync' or 'async', got {mode!r}")],
+                )
+            respond_async = respond_async or mode == "async"
+        key = request.headers.get("idempotency-key")
+        if respond_async or key is not None or prefer_wait is not None:
+            return await self._as_job(request, req, timeout, key, respond_async, prefer_wait)
+
         try:
-            result = await self.runtime.run(
-                self.pipeline, req.parameters, run_name=req.run_name, timeout=timeout
-            )
-        except ParameterError as exc:
-            errors = [FieldError(f"parameters.{loc}", msg) for loc, msg in exc.errors]
-            return self._fail(422, "request parameters are invalid", errors=errors)
-        metadata = self._metadata(result.run_id, result.run_name, req.parameters)
-        if result.status is RunStatus.completed:
+            result = await self._run_watching_disconnect(request, req, timeout)
+        except QueueFull as exc:
+            return self._busy(exc)
+        except _ClientGone:
+            return Response(status_code=499)  # nobody is listening; the run was cancelled
+        return self._reply(
+            result.status,
+            result.outputs,
+            result.error,
+            result.execution_time,
+            self._metadata(result.run_id, result.run_name, req.parameters),
+        )
+
+    async def _run_watching_disconnect(self, request: Request, req: Any, timeout: float | None) -> RunResult:
+        """Run under the shared limits; a client that hangs up cancels its run.
+
+        After the body is read, the next `receive()` only returns when the client
+        disconnects, so one small watcher task per request is enough to notice.
+        """
+        if not self.settings.cancel_on_disconnect:
+            return await self.manager.run_sync(req.parameters, run_name=req.run_name, timeout=timeout)
+        task = asyncio.current_task()
+        assert task is not None
+        gone: list[bool] = []
+
+        async def watch() -> None:
+            while True:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    gone.append(True)
+                    task.cancel()
+                    return
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            return await self.manager.run_sync(req.parameters, run_name=req.run_name, timeout=timeout)
+        except asyncio.CancelledError:
+            if gone and task.uncancel() == 0:
+                log.info("client_disconnected_run_canceled", pipeline=self.pipeline.name)
+                raise _ClientGone from None
+            raise
+        finally:
+            watcher.cancel()
+
+    def _reply(
+        self,
+        status: RunStatus,
+        outputs: dict[str, Any] | None,
+        error: str | None,
+        execution_time: float,
+        metadata: InvocationMetadata,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        if status is RunStatus.completed:
             body_out = InvocationResponse(
-                success=True, outputs=result.outputs, execution_time=result.execution_time, metadata=metadata
+                success=True, outputs=outputs, execution_time=execution_time, metadata=metadata
             )
             try:
-                return Response(self.encoder.encode(body_out), media_type="application/json")
+                return Response(self.encoder.encode(body_out), headers=headers, media_type="application/json")
             except (TypeError, ValueError, OverflowError) as exc:
                 return self._fail(
                     500,
                     f"the pipeline's outputs cannot be encoded as JSON: {exc}",
                     metadata=metadata,
-                    execution_time=result.execution_time,
+                    execution_time=execution_time,
+                    headers=headers,
                 )
-        status = 504 if result.status is RunStatus.timed_out else 500
+        code = 504 if status is RunStatus.timed_out else 500
         return self._fail(
-            status, result.error or "run failed", metadata=metadata, execution_time=result.execution_time
+            code, error or "run failed", metadata=metadata, execution_time=execution_time, headers=headers
+        )
+
+    def _busy(self, exc: QueueFull) -> Response:
+        return self._fail(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+    async def _as_job(
+        self,
+        request: Request,
+        req: Any,
+        timeout: float | None,
+        key: str | None,
+        respond_async: bool,
+        prefer_wait: float | None,
+    ) -> Response:
+        """Async mode, `Prefer: wait=N` and idempotent calls all go through a job."""
+        fingerprint = hashlib.sha256(self.encoder.encode(req)).hexdigest() if key is not None else ""
+        try:
+            job, created = await self.manager.submit(
+                req.parameters,
+                run_name=req.run_name,
+                timeout=timeout,
+                idempotency_key=key,
+                fingerprint=fingerprint,
+            )
+        except QueueFull as exc:
+            return self._busy(exc)
+        except IdempotencyConflict as exc:
+            return self._fail(
+                422, str(exc), errors=[FieldError("Idempotency-Key", "reused with a different body")]
+            )
+        location = {"Location": f"/jobs/{job.job_id}"}
+        if respond_async:
+            applied = {"Preference-Applied": "respond-async"} if _prefers_async(request) else {}
+            if created:
+                return json_response(job_links(job), 202, {**location, **applied})
+            return json_response(job, 200, {**location, **applied})
+        wait = prefer_wait if prefer_wait is not None else (timeout or self.settings.max_wait)
+        wait = min(wait, self.settings.max_wait) if prefer_wait is not None else wait
+        job = await self.manager.wait(job.job_id, wait)
+        applied = {"Preference-Applied": f"wait={prefer_wait:g}"} if prefer_wait is not None else {}
+        if not job.status.finished:
+            return json_response(job_links(job), 202, {**location, **applied})
+        if job.result is None:  # canceled, or crashed before producing a result
+            return self._fail(
+                409 if job.status is JobStatus.canceled else 500,
+                job.error or f"job {job.status.value}",
+                headers={**location, **applied},
+            )
+        result = job.result
+        status = (
+            RunStatus.completed
+            if result.success
+            else (RunStatus.timed_out if job.timed_out else RunStatus.failed)
+        )
+        return self._reply(
+            status,
+            result.outputs,
+            result.error,
+            result.execution_time,
+            result.metadata,
+            {**location, **applied},
         )
 
     def _fail(self, status: int, detail: str, **kw: Any) -> Response:

@@ -6,10 +6,10 @@ a client of the reference keeps working and a generic client sees a standard pro
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from starlette.responses import Response
+
+from jobs.records import InvocationMetadata
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -18,9 +18,11 @@ TITLES = {
     401: "Unauthorized",
     404: "Not found",
     405: "Method not allowed",
+    409: "Conflict",
     413: "Request body too large",
     415: "Unsupported media type",
-    422: "Invalid parameters",
+    422: "Invalid request",
+    429: "Too many requests",
     500: "Pipeline failed",
     503: "Service unavailable",
     504: "Invocation timed out",
@@ -41,17 +43,6 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     detail: str
     errors: list[FieldError] | None = None
     request_id: str | None = None
-
-
-class InvocationMetadata(msgspec.Struct, kw_only=True):
-    deployment_id: str | None = None
-    deployment_name: str | None = None
-    snapshot_id: str | None = None
-    snapshot_name: str | None = None
-    pipeline_name: str
-    run_id: str | None = None
-    run_name: str | None = None
-    parameters_used: Any = None
 
 
 class InvokeProblem(msgspec.Struct, kw_only=True):

@@ -50,7 +50,7 @@ def _install_drain(app: Any, settings: Settings, stop: Callable[[], None]) -> No
             log.warning("second_signal_stopping_now", signal=signal.Signals(signum).name)
             stop()
             return
-        state.draining = True
+        state.begin_drain()
         log.info(
             "draining",
             signal=signal.Signals(signum).name,

@@ -43,6 +43,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     server: Literal["hypercorn", "uvicorn"] = "hypercorn"
     runtime: str = "memory"
     step_threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
+    max_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 64
+    max_queue: Annotated[int, msgspec.Meta(ge=0)] = 1024
+    job_ttl: Seconds = 3600.0
+    max_jobs: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    job_events_max: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    cancel_on_disconnect: bool = True
+    sse_ping: Seconds = 15.0
+    max_wait: Seconds = 60.0
 
     @property
     def home_path(self) -> Path:

@@ -1,0 +1,153 @@
+"""HTTP for async jobs: `/jobs`, `/jobs/{job_id}`, cancel, delete, and `/stream/{job_id}` (SSE)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import msgspec
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+
+from jobs import Job, JobFinished, JobManager, JobNotFinished, JobNotFound, JobStatus
+from serving.logs import request_id_var
+from serving.problems import FieldError, problem_response
+from serving.settings import Settings
+
+_encoder = msgspec.json.Encoder()
+MAX_PAGE = 1000
+
+
+class JobSummary(msgspec.Struct, kw_only=True):
+    """The 202 reply to an async submission: where to poll and where to stream."""
+
+    job_id: str
+    status: str
+    created_at: str
+    location: str
+    stream_url: str
+
+
+def job_links(job: Job) -> JobSummary:
+    return JobSummary(
+        job_id=job.job_id,
+        status=job.status.value,
+        created_at=job.created_at,
+        location=f"/jobs/{job.job_id}",
+        stream_url=f"/stream/{job.job_id}",
+    )
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(data), status, headers=headers, media_type="application/json")
+
+
+def _problem(status: int, detail: str, **kw: Any) -> Response:
+    return problem_response(status, detail, request_id=request_id_var.get(), **kw)
+
+
+class JobsAPI:
+    def __init__(self, manager: JobManager, settings: Settings, shutdown: anyio.Event) -> None:
+        self.manager = manager
+        self.settings = settings
+        self.shutdown = shutdown
+
+    async def list_jobs(self, request: Request) -> Response:
+        q = request.query_params
+        errors: list[FieldError] = []
+        status = None
+        if (raw := q.get("status")) is not None:
+            try:
+                status = JobStatus(raw)
+            except ValueError:
+                allowed = ", ".join(s.value for s in JobStatus)
+                errors.append(FieldError("query.status", f"unknown status {raw!r} (expected: {allowed})"))
+        limit = 100
+        if (raw := q.get("limit")) is not None:
+            if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+                errors.append(FieldError("query.limit", f"expected an integer from 1 to {MAX_PAGE}"))
+            else:
+                limit = int(raw)
+        cursor = q.get("cursor")
+        if cursor is not None and not cursor.isdigit():
+            errors.append(FieldError("query.cursor", "not a cursor returned by this endpoint"))
+        if errors:
+            return _problem(422, "invalid query parameters", errors=errors)
+        jobs, next_cursor = await self.manager.list(status, limit, cursor)
+        return json_response({"jobs": jobs, "next_cursor": next_cursor})
+
+    async def get_job(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        raw_wait = request.query_params.get("wait")
+        try:
+            if raw_wait is None:
+                job = await self.manager.get(job_id)
+            else:
+                try:
+                    wait = float(raw_wait)
+                    if not wait >= 0:
+                        raise ValueError
+                except ValueError:
+                    return _problem(
+                        422,
+                        "invalid query parameters",
+                        errors=[FieldError("query.wait", "expected a number of seconds >= 0")],
+                    )
+                job = await self.manager.wait(job_id, min(wait, self.settings.max_wait))
+        except JobNotFound as exc:
+            return _problem(404, str(exc))
+        return json_response(job)
+
+    async def cancel_job(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        try:
+            job = await self.manager.cancel(job_id, "canceled by request")
+        except JobNotFound as exc:
+            return _problem(404, str(exc))
+        except JobFinished as exc:
+            return _problem(409, str(exc))
+        # 200: it is canceled now; 202: cancellation was requested and is under way.
+        return json_response(job, 200 if job.status.finished else 202)
+
+    async def delete_job(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        try:
+            await self.manager.delete(job_id)
+        except JobNotFound as exc:
+            return _problem(404, str(exc))
+        except JobNotFinished as exc:
+            return _problem(409, str(exc))
+        return Response(status_code=204)
+
+    async def stream(self, request: Request) -> Response:
+        """SSE: `id:` is the event's seq, `event:` its type, `data:` its JSON.
+
+        Resumes after `Last-Event-ID` (header) or `?after_seq=`; ends after the terminal
+        event. Idle streams get ping comments every SERVING_SSE_PING seconds.
+        """
+        job_id = request.path_params["job_id"]
+        raw = request.headers.get("last-event-id") or request.query_params.get("after_seq") or "0"
+        if not raw.isdigit():
+            return _problem(
+                422,
+                "invalid resume point",
+                errors=[FieldError("Last-Event-ID", "expected the integer id of the last event received")],
+            )
+        try:
+            entries = await self.manager.subscribe(job_id, int(raw))
+        except JobNotFound as exc:
+            return _problem(404, str(exc))
+
+        async def events() -> AsyncIterator[ServerSentEvent]:
+            async for entry in entries:
+                yield ServerSentEvent(data=entry.data.decode(), event=entry.type, id=str(entry.seq))
+
+        return EventSourceResponse(
+            events(),
+            ping=self.settings.sse_ping,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            shutdown_event=self.shutdown,
+            shutdown_grace_period=self.settings.graceful_timeout,
+        )

@@ -1,0 +1,170 @@
+"""`WebSocket /stream`: start, follow and cancel jobs over one socket, JSON both ways.
+
+Client messages:
+    {"type": "invoke", "parameters": {...}, "run_name": ..., "timeout": ...}
+    {"type": "subscribe", "job_id": "...", "after_seq": 0}
+    {"type": "cancel", "job_id": "..."}
+Server messages:
+    {"type": "accepted", "job_id", "status", "location", "stream_url", "created_at"}
+    {"type": "event", "job_id", "event": {...run event...}}
+    {"type": "end", "job_id", "job": {...final record...}}
+    {"type": "canceled", "job_id", "job": {...}}
+    {"type": "error", "status", "error", "job_id"?, "errors"?}
+A bad message gets an `error` reply and the socket stays open. Several jobs can be
+followed at once; each is forwarded by its own task and sends are serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import msgspec
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from jobs import IdempotencyConflict, JobFinished, JobManager, JobNotFound, QueueFull
+from runtimes.pipeline import split_validation_error
+from serving.jobs_api import job_links
+from serving.problems import FieldError
+
+log = structlog.get_logger("serving.websocket")
+_encoder = msgspec.json.Encoder()
+
+
+class Invoke(msgspec.Struct, tag="invoke", tag_field="type", forbid_unknown_fields=True):
+    parameters: dict[str, Any] = {}
+    run_name: str | None = None
+    timeout: float | None = None
+
+
+class Subscribe(msgspec.Struct, tag="subscribe", tag_field="type", forbid_unknown_fields=True):
+    job_id: str
+    after_seq: int = 0
+
+
+class Cancel(msgspec.Struct, tag="cancel", tag_field="type", forbid_unknown_fields=True):
+    job_id: str
+    reason: str = "canceled by request"
+
+
+Message = Invoke | Subscribe | Cancel
+_decoder = msgspec.json.Decoder(Message)
+
+
+class StreamSocket:
+    """One connected client."""
+
+    def __init__(self, ws: WebSocket, manager: JobManager, invoke_timeout: float | None) -> None:
+        self.ws = ws
+        self.manager = manager
+        self.invoke_timeout = invoke_timeout
+        self._send_lock = asyncio.Lock()
+        self._forwarders: dict[str, asyncio.Task[None]] = {}
+
+    async def send(self, message: Any) -> None:
+        data = message if isinstance(message, bytes) else _encoder.encode(message)
+        async with self._send_lock:
+            await self.ws.send_text(data.decode())
+
+    async def error(self, status: int, error: str, **extra: Any) -> None:
+        await self.send({"type": "error", "status": status, "error": error, **extra})
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        try:
+            while True:
+                raw = await self.ws.receive_text()
+                await self.handle(raw)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for task in self._forwarders.values():
+                task.cancel()
+
+    async def handle(self, raw: str) -> None:
+        try:
+            message = _decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            loc, msg = split_validation_error(exc, prefix="")
+            await self.error(422, "invalid message", errors=[FieldError(loc or "message", msg)])
+            return
+        except msgspec.DecodeError as exc:
+            await self.error(400, f"message is not valid JSON: {exc}")
+            return
+        if isinstance(message, Invoke):
+            await self.invoke(message)
+        elif isinstance(message, Subscribe):
+            await self.subscribe(message.job_id, message.after_seq)
+        else:
+            await self.cancel(message)
+
+    async def invoke(self, message: Invoke) -> None:
+        pipeline = self.manager.pipeline
+        try:
+            params = pipeline.parse_parameters(message.parameters)
+            if pipeline.pydantic_params:
+                pipeline.call_kwargs(params)
+        except Exception as exc:
+            errors = getattr(exc, "errors", None)
+            detail = [FieldError(f"parameters.{loc}", msg) for loc, msg in errors] if errors else None
+            await self.error(422, "request parameters are invalid", errors=detail or str(exc))
+            return
+        timeout = self.invoke_timeout
+        if message.timeout is not None and message.timeout > 0:
+            timeout = message.timeout if timeout is None else min(timeout, message.timeout)
+        try:
+            job, _ = await self.manager.submit(params, run_name=message.run_name, timeout=timeout)
+        except QueueFull as exc:
+            await self.error(429, str(exc), retry_after=exc.retry_after)
+            return
+        except IdempotencyConflict as exc:  # pragma: no cover - no key over WebSocket
+            await self.error(422, str(exc))
+            return
+        summary = msgspec.structs.asdict(job_links(job))
+        await self.send({"type": "accepted", **summary})
+        await self.subscribe(job.job_id, 0)
+
+    async def subscribe(self, job_id: str, after_seq: int) -> None:
+        try:
+            entries = await self.manager.subscribe(job_id, after_seq)
+        except JobNotFound as exc:
+            await self.error(404, str(exc), job_id=job_id)
+            return
+        previous = self._forwarders.pop(job_id, None)
+        if previous is not None:
+            previous.cancel()
+        prefix = b'{"type":"event","job_id":' + _encoder.encode(job_id) + b',"event":'
+
+        async def forward() -> None:
+            try:
+                async for entry in entries:
+                    await self.send(prefix + entry.data + b"}")
+                job = await self.manager.get(job_id)
+                await self.send({"type": "end", "job_id": job_id, "job": job})
+            except (WebSocketDisconnect, RuntimeError, JobNotFound):
+                pass  # the client left, or the job expired meanwhile
+            finally:
+                self._forwarders.pop(job_id, None)
+
+        self._forwarders[job_id] = asyncio.create_task(forward(), name=f"ws:{job_id}")
+
+    async def cancel(self, message: Cancel) -> None:
+        try:
+            job = await self.manager.cancel(message.job_id, message.reason)
+        except JobNotFound as exc:
+            await self.error(404, str(exc), job_id=message.job_id)
+            return
+        except JobFinished as exc:
+            await self.error(409, str(exc), job_id=message.job_id)
+            return
+        await self.send({"type": "canceled", "job_id": job.job_id, "job": job})
+
+
+def websocket_endpoint(manager: JobManager, invoke_timeout: float | None) -> Any:
+    async def endpoint(ws: WebSocket) -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            await StreamSocket(ws, manager, invoke_timeout).run()
+
+    return endpoint
