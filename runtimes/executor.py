@@ -239,6 +239,14 @@ class DagExecutor:
             token = current_step.set(scope) if scope else None
             try:
                 value = await self._attempt(step, args, kw, scope)
+                if step.tuple_size and not (
+                    isinstance(value, (tuple, list)) and len(value) == step.tuple_size
+                ):
+                    names = ", ".join(o.name for o in step.outputs)
+                    raise TypeError(
+                        f"returned {type(value).__name__}, not a tuple of its {step.tuple_size} "
+                        f"outputs ({names})"
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -81,6 +81,24 @@ class _Placeholder(Source):
     def __index__(self) -> int:
         raise self._misuse("used as an int")
 
+    def __eq__(self, other: object) -> bool:
+        raise self._misuse("compared with ==")
+
+    def __ne__(self, other: object) -> bool:
+        raise self._misuse("compared with !=")
+
+    def __lt__(self, other: object) -> bool:
+        raise self._misuse("compared with <")
+
+    def __gt__(self, other: object) -> bool:
+        raise self._misuse("compared with >")
+
+    def __le__(self, other: object) -> bool:
+        raise self._misuse("compared with <=")
+
+    def __ge__(self, other: object) -> bool:
+        raise self._misuse("compared with >=")
+
     def __hash__(self) -> int:
         return id(self)
 
@@ -198,8 +216,12 @@ class Trace:
 
     def add(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any], after: Any) -> StepNode:
         count = self._counts.get(step.name, 0) + 1
-        self._counts[step.name] = count
         node_id = step.name if count == 1 else f"{step.name}_{count}"
+        taken = {n.id for n in self.nodes}
+        while node_id in taken:  # a step may itself be named like `greet_2`
+            count += 1
+            node_id = f"{step.name}_{count}"
+        self._counts[step.name] = count
         where = f"pipeline '{self.pipeline}', step '{node_id}'"
         src_args = tuple(to_source(a, self, where) for a in args)
         src_kwargs = {k: to_source(v, self, where) for k, v in kwargs.items()}

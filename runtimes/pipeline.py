@@ -256,15 +256,23 @@ class Pipeline:
 
     def input_schema(self) -> dict[str, Any]:
         schema = msgspec.json.schema(self.input_type)
-        self.patch_input_schema(schema["$defs"]["PipelineInput"])
+        self.patch_input_schema(schema["$defs"]["PipelineInput"], schema["$defs"], "#/$defs/{model}")
         return schema
 
-    def patch_input_schema(self, body: dict[str, Any]) -> None:
-        """Close the input object and describe pydantic parameters with pydantic's own schema."""
+    def patch_input_schema(self, body: dict[str, Any], defs: dict[str, Any], ref_template: str) -> None:
+        """Close the input object, show every default, and describe pydantic parameters
+        with pydantic's own schema (its definitions moved up into `defs`)."""
         body["additionalProperties"] = False
         props = body.setdefault("properties", {})
-        for name, model in self.pydantic_params.items():
-            props[name] = model.model_json_schema() | {"default": props.get(name, {}).get("default")}
+        for p in self.parameters:
+            model = self.pydantic_params.get(p.name)
+            if model is None:
+                props.setdefault(p.name, {})["default"] = msgspec.to_builtins(p.default)
+                continue
+            sub = model.model_json_schema(ref_template=ref_template)
+            defs.update(sub.pop("$defs", {}))
+            default = p.default if isinstance(p.default, dict) else p.default.model_dump(mode="json")
+            props[p.name] = sub | {"default": default}
 
     def output_schema(self) -> dict[str, Any]:
         return msgspec.json.schema(self.output_type)

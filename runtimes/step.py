@@ -111,6 +111,8 @@ class Step:
         self.is_gen = inspect.isgeneratorfunction(fn)
         self.signature = inspect.signature(fn)
         self.outputs = outputs_of(fn, self.name)
+        # A step with several named outputs must return a tuple of exactly that many.
+        self.tuple_size = len(self.outputs) if self.outputs[0].index is not None else 0
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:

@@ -70,7 +70,6 @@ class StepThreads:
     def _work(self) -> None:
         get, idle = self._queue.get, self._idle
         while True:
-            idle.release()
             item = get()
             if item is _STOP:
                 return
@@ -87,6 +86,7 @@ class StepThreads:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_settle, fut, result)
             del loop, fut, ctx, fn, args, kwargs
+            idle.release()  # only now is this thread free for the next call
 
     @property
     def size(self) -> int:

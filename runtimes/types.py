@@ -50,8 +50,12 @@ def _is_typeddict(tp: Any) -> bool:
     return typing.is_typeddict(tp)
 
 
-def json_type_problem(tp: Any, _seen: set[int] | None = None) -> str | None:
-    """Explain why `tp` cannot carry a JSON value, or return None when it can."""
+def json_type_problem(tp: Any, _seen: set[int] | None = None, _nested: bool = False) -> str | None:
+    """Explain why `tp` cannot carry a JSON value, or return None when it can.
+
+    A pydantic model must be a parameter's whole type: msgspec decodes the request and
+    hands the object to pydantic, which it cannot do inside a union or a container.
+    """
     seen = _seen if _seen is not None else set()
     if id(tp) in seen:  # recursive structures are fine once checked
         return None
@@ -59,13 +63,13 @@ def json_type_problem(tp: Any, _seen: set[int] | None = None) -> str | None:
         return None
     origin = typing.get_origin(tp)
     if origin is Annotated:
-        return json_type_problem(typing.get_args(tp)[0], seen)
+        return json_type_problem(typing.get_args(tp)[0], seen, _nested)
     if origin is Literal:
         bad = [v for v in typing.get_args(tp) if not isinstance(v, (str, int, bool, type(None)))]
         return f"Literal values must be str, int, bool or None, not {bad[0]!r}" if bad else None
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(tp):
-            if (problem := json_type_problem(arg, seen)) is not None:
+            if (problem := json_type_problem(arg, seen, True)) is not None:
                 return problem
         return None
     if tp in _SEQUENCES or tp is dict:
@@ -73,14 +77,14 @@ def json_type_problem(tp: Any, _seen: set[int] | None = None) -> str | None:
     if origin in _SEQUENCES:
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         for arg in args:
-            if (problem := json_type_problem(arg, seen)) is not None:
+            if (problem := json_type_problem(arg, seen, True)) is not None:
                 return problem
         return None
     if origin is dict:
         key, value = typing.get_args(tp) or (str, Any)
         if key not in (str, int) and not (isinstance(key, type) and issubclass(key, enum.Enum)):
             return f"dict keys must be str, not {_name(key)}"
-        return json_type_problem(value, seen)
+        return json_type_problem(value, seen, True)
     if isinstance(tp, type):
         if issubclass(tp, enum.Enum):
             return None
@@ -93,10 +97,12 @@ def json_type_problem(tp: Any, _seen: set[int] | None = None) -> str | None:
             for field, hint in hints.items():
                 if typing.get_origin(hint) is typing.ClassVar:
                     continue
-                if (problem := json_type_problem(hint, seen)) is not None:
+                if (problem := json_type_problem(hint, seen, True)) is not None:
                     return f"{_name(tp)}.{field}: {problem}"
             return None
         if pydantic_model(tp) is not None:
+            if _nested:
+                return f"pydantic model {_name(tp)} must be the whole parameter type, not part of one"
             return None
     return f"{_name(tp)} is not a JSON type"
 

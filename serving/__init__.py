@@ -7,5 +7,14 @@ from capture import Capture
 from runtimes import Pipeline, PipelineDefinitionError, Step, StepError, pipeline, step
 from runtimes.progress import progress
 
-__all__ = ["Capture", "Pipeline", "PipelineDefinitionError", "Step", "StepError", "pipeline", "progress", "step"]
+__all__ = [
+    "Capture",
+    "Pipeline",
+    "PipelineDefinitionError",
+    "Step",
+    "StepError",
+    "pipeline",
+    "progress",
+    "step",
+]
 __version__ = "0.1.0"

@@ -73,7 +73,7 @@ def build_openapi(pipeline: Pipeline, version: str) -> dict[str, Any]:
     (req_schema, resp_schema, *_), components = msgspec.json.schema_components(
         [request, typed_response, Problem, InvokeProblem, FieldError], ref_template=REF
     )
-    pipeline.patch_input_schema(components["PipelineInput"])
+    pipeline.patch_input_schema(components["PipelineInput"], components, "#/components/schemas/{model}")
     components["InvokeRequest"]["additionalProperties"] = False
     ops_json = {"application/json": {"schema": {"type": "object"}}}
     probe = {"200": {"description": "OK", "content": ops_json}}
