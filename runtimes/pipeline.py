@@ -255,7 +255,7 @@ class Pipeline:
     # -- schemas ----------------------------------------------------------------------
 
     def input_schema(self) -> dict[str, Any]:
-        schema = msgspec.json.schema(self.input_type)
+        schema = msgspec.json.schema(self.input_type, schema_hook=any_json_schema)
         self.patch_input_schema(schema["$defs"]["PipelineInput"], schema["$defs"], "#/$defs/{model}")
         return schema
 
@@ -275,7 +275,7 @@ class Pipeline:
             props[p.name] = sub | {"default": default}
 
     def output_schema(self) -> dict[str, Any]:
-        return msgspec.json.schema(self.output_type)
+        return msgspec.json.schema(self.output_type, schema_hook=any_json_schema)
 
     # -- running in-process -----------------------------------------------------------
 
@@ -333,6 +333,14 @@ def pipeline(
         return Pipeline(f, name=name, capture=capture)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def any_json_schema(tp: Any) -> dict[str, Any]:
+    """Schema for an annotation msgspec cannot describe (`object`, a plain class): any value.
+
+    Outputs are only annotated, never validated, so `dict[str, object]` is legitimate.
+    """
+    return {"description": f"any JSON value ({getattr(tp, '__qualname__', repr(tp))})"}
 
 
 def split_validation_error(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:

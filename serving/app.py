@@ -17,7 +17,6 @@ import msgspec
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -89,7 +88,40 @@ def pipeline_info(pipeline: Pipeline, settings: Settings, runtime: Runtime) -> d
     }
 
 
-def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Starlette:
+class ServingApp:
+    """The ASGI callable the server runs: our middleware, then `POST /invoke` straight
+    to its handler, and everything else to the Starlette app.
+
+    Starlette's router and exception layers cost several microseconds per request;
+    on /invoke, the path that has to be fast, nothing is routed, so they are skipped.
+    """
+
+    def __init__(self, starlette: Starlette, invoke: InvokeEndpoint, settings: Settings) -> None:
+        self.starlette = starlette
+        self.state = starlette.state
+        self.invoke = invoke
+        inner: Any = self._dispatch
+        if settings.auth_key:
+            inner = AuthMiddleware(inner, key=settings.auth_key)
+        # Access lines are info level: below the configured level they are not written.
+        wanted = settings.access_log and settings.log_level in ("debug", "info")
+        access_log = AccessLog(settings.log_format) if wanted else None
+        self._chain = RequestContextMiddleware(inner, access_log=access_log)
+
+    async def _dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/invoke" and scope["method"] == "POST":
+            await self.invoke(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self.starlette(scope, receive, send)
+        else:
+            await self._chain(scope, receive, send)
+
+
+def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> ServingApp:
     state = AppState()
     manager = JobManager(
         pipeline,
@@ -104,6 +136,7 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Star
         metadata=InvocationMetadata(deployment_name=settings.deployment_name, pipeline_name=pipeline.name),
     )
     jobs_api = JobsAPI(manager, settings, state.shutdown)
+    invoke = InvokeEndpoint(pipeline, manager, settings)
     info = pipeline_info(pipeline, settings, runtime)
     openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
 
@@ -150,6 +183,10 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Star
         detail = exc.detail if exc.status_code != 404 else f"no route for {request.url.path}"
         return problem_response(exc.status_code, detail, request_id=request_id_var.get(), headers=exc.headers)
 
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Starlette logs nothing here and re-raises; RequestContextMiddleware logs it.
+        return problem_response(500, "internal error; see the server log", request_id=request_id_var.get())
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
@@ -164,7 +201,7 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Star
             await runtime.stop()
 
     routes: list[Any] = [
-        Route("/invoke", InvokeEndpoint(pipeline, manager, settings).handle, methods=["POST"]),
+        Route("/invoke", invoke.handle, methods=["POST"]),  # reached only via ServingApp's fast path
         Route("/jobs", jobs_api.list_jobs, methods=["GET"]),
         Route("/jobs/{job_id}", jobs_api.get_job, methods=["GET"]),
         Route("/jobs/{job_id}", jobs_api.delete_job, methods=["DELETE"]),
@@ -181,19 +218,14 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Star
     ]
     if (assets := swagger_ui_path()) is not None:
         routes.append(Mount("/docs/static", StaticFiles(directory=assets), name="docs-static"))
-    access_log = AccessLog(settings.log_format) if settings.access_log else None
-    middleware = [Middleware(RequestContextMiddleware, access_log=access_log)]
-    if settings.auth_key:
-        middleware.append(Middleware(AuthMiddleware, key=settings.auth_key))
     app = Starlette(
         routes=routes,
-        middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.serving = state
     app.state.pipeline = pipeline
     app.state.runtime = runtime
     app.state.jobs = manager
     app.state.settings = settings
-    return app
+    return ServingApp(app, invoke, settings)

@@ -61,7 +61,11 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
     from serving.app import create_app
     from serving.server import ServerStartError, run_server
 
-    app = create_app(pipeline, runtime, settings)
+    try:
+        app = create_app(pipeline, runtime, settings)
+    except Exception as exc:  # e.g. a type no schema can describe: one line, not a traceback
+        log.debug("app_build_failed", exc_info=exc)
+        return _fail(f"cannot serve pipeline '{pipeline.name}': {type(exc).__name__}: {exc}", EXIT_USAGE)
     try:
         return run_server(app, settings)
     except ServerStartError as exc:

@@ -46,6 +46,9 @@ def request_type(pipeline: Pipeline) -> type[msgspec.Struct]:
     )
 
 
+DISCONNECT_WATCH_AFTER = 0.05  # seconds; see InvokeEndpoint._run_watching_disconnect
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -71,8 +74,30 @@ def parse_prefer(value: str | None) -> tuple[bool, float | None]:
     return respond_async, wait
 
 
-def _prefers_async(request: Request) -> bool:
-    return parse_prefer(request.headers.get("prefer"))[0]
+class RequestHeaders:
+    """The few headers /invoke reads, found in one pass over the raw ASGI list
+    (a Starlette `Headers` lookup scans the whole list once per header)."""
+
+    __slots__ = ("content_length", "content_type", "idempotency_key", "prefer")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.content_type: str | None = None
+        self.content_length: str | None = None
+        self.prefer: str | None = None
+        self.idempotency_key: str | None = None
+        for key, value in raw:
+            if key == b"content-type":
+                self.content_type = value.decode("latin-1")
+            elif key == b"content-length":
+                self.content_length = value.decode("latin-1")
+            elif key == b"prefer":
+                self.prefer = (
+                    value.decode("latin-1")
+                    if self.prefer is None
+                    else f"{self.prefer}, {value.decode('latin-1')}"
+                )
+            elif key == b"idempotency-key":
+                self.idempotency_key = value.decode("latin-1")
 
 
 def _is_json(content_type: str) -> bool:
@@ -80,14 +105,12 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(receive: Any, declared: str | None, limit: int) -> bytes:
     """Read the body, refusing it as soon as it passes `limit` bytes (not after)."""
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    receive = request.receive
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -120,16 +143,28 @@ class InvokeEndpoint:
             self.manager.metadata, run_id=run_id, run_name=run_name, parameters_used=params
         )
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Raw ASGI entry: `ServingApp` routes `POST /invoke` here directly, skipping
+        Starlette's router and exception layers on the hottest path."""
+        response = await self.handle(Request(scope, receive))
+        await response(scope, receive, send)
+
     async def handle(self, request: Request) -> Response:
-        ctype = request.headers.get("content-type")
+        headers = RequestHeaders(request.scope["headers"])
+        ctype = headers.content_type
         if ctype is not None and not _is_json(ctype):
             return self._fail(415, f"content type {ctype!r} is not supported; send application/json")
         try:
-            body = await read_body(request, self.settings.max_body_bytes)
+            body = await read_body(request.receive, headers.content_length, self.settings.max_body_bytes)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening; nothing to run
         except BodyTooLarge:
-            return self._fail(413, f"request body exceeds the limit of {self.settings.max_body_bytes} bytes")
+            # Close the connection so the server stops reading the rest of the body.
+            return self._fail(
+                413,
+                f"request body exceeds the limit of {self.settings.max_body_bytes} bytes",
+                headers={"Connection": "close"},
+            )
         try:
             req: Any = self.decoder.decode(body) if body.strip() else self.empty
         except msgspec.ValidationError:
@@ -147,7 +182,7 @@ class InvokeEndpoint:
         if req.timeout is not None:
             timeout = req.timeout if timeout is None else min(timeout, req.timeout)
 
-        respond_async, prefer_wait = parse_prefer(request.headers.get("prefer"))
+        respond_async, prefer_wait = parse_prefer(headers.prefer)
         if request.scope["query_string"]:
             mode = request.query_params.get("mode", "sync")
             if mode not in ("sync", "async"):
@@ -157,9 +192,10 @@ class InvokeEndpoint:
                     errors=[FieldError("query.mode", f"expected 'sync' or 'async', got {mode!r}")],
                 )
             respond_async = respond_async or mode == "async"
-        key = request.headers.get("idempotency-key")
+        key = headers.idempotency_key
         if respond_async or key is not None or prefer_wait is not None:
-            return await self._as_job(request, req, timeout, key, respond_async, prefer_wait)
+            prefer_async = parse_prefer(headers.prefer)[0]
+            return await self._as_job(req, timeout, key, respond_async, prefer_async, prefer_wait)
 
         try:
             result = await self._run_watching_disconnect(request, req, timeout)
@@ -178,14 +214,17 @@ class InvokeEndpoint:
     async def _run_watching_disconnect(self, request: Request, req: Any, timeout: float | None) -> RunResult:
         """Run under the shared limits; a client that hangs up cancels its run.
 
-        After the body is read, the next `receive()` only returns when the client
-        disconnects, so one small watcher task per request is enough to notice.
+        After the body is read, the next `receive()` returns only when the client
+        disconnects, so a watcher task awaiting it notices. The watcher starts only
+        once a run has lasted `DISCONNECT_WATCH_AFTER` seconds: most runs finish
+        sooner, and a task per request would cost more than the run itself.
         """
         if not self.settings.cancel_on_disconnect:
             return await self.manager.run_sync(req.parameters, run_name=req.run_name, timeout=timeout)
         task = asyncio.current_task()
         assert task is not None
         gone: list[bool] = []
+        watcher: list[asyncio.Task[None]] = []
 
         async def watch() -> None:
             while True:
@@ -195,7 +234,10 @@ class InvokeEndpoint:
                     task.cancel()
                     return
 
-        watcher = asyncio.get_running_loop().create_task(watch())
+        def start_watching() -> None:
+            watcher.append(asyncio.get_running_loop().create_task(watch()))
+
+        timer = asyncio.get_running_loop().call_later(DISCONNECT_WATCH_AFTER, start_watching)
         try:
             return await self.manager.run_sync(req.parameters, run_name=req.run_name, timeout=timeout)
         except asyncio.CancelledError:
@@ -204,7 +246,9 @@ class InvokeEndpoint:
                 raise _ClientGone from None
             raise
         finally:
-            watcher.cancel()
+            timer.cancel()
+            if watcher:
+                watcher[0].cancel()
 
     def _reply(
         self,
@@ -239,11 +283,11 @@ class InvokeEndpoint:
 
     async def _as_job(
         self,
-        request: Request,
         req: Any,
         timeout: float | None,
         key: str | None,
         respond_async: bool,
+        prefer_async: bool,
         prefer_wait: float | None,
     ) -> Response:
         """Async mode, `Prefer: wait=N` and idempotent calls all go through a job."""
@@ -264,7 +308,7 @@ class InvokeEndpoint:
             )
         location = {"Location": f"/jobs/{job.job_id}"}
         if respond_async:
-            applied = {"Preference-Applied": "respond-async"} if _prefers_async(request) else {}
+            applied = {"Preference-Applied": "respond-async"} if prefer_async else {}
             if created:
                 return json_response(job_links(job), 202, {**location, **applied})
             return json_response(job, 200, {**location, **applied})

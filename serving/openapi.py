@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from runtimes import Pipeline
+from runtimes.pipeline import any_json_schema
 from serving.invoke import Timeout
 from serving.problems import FieldError, InvocationMetadata, InvokeProblem, Problem
 
@@ -71,7 +72,9 @@ def build_openapi(pipeline: Pipeline, version: str) -> dict[str, Any]:
         forbid_unknown_fields=True,
     )
     (req_schema, resp_schema, *_), components = msgspec.json.schema_components(
-        [request, typed_response, Problem, InvokeProblem, FieldError], ref_template=REF
+        [request, typed_response, Problem, InvokeProblem, FieldError],
+        ref_template=REF,
+        schema_hook=any_json_schema,
     )
     pipeline.patch_input_schema(components["PipelineInput"], components, "#/components/schemas/{model}")
     components["InvokeRequest"]["additionalProperties"] = False

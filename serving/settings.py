@@ -7,6 +7,7 @@ typo in a deployment manifest fails loudly instead of serving with a surprise de
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -71,12 +72,15 @@ class SettingsError(ValueError):
     """One bad variable; its message is the single line the daemon prints before exit 2."""
 
 
-def _none_if_empty(value: str) -> str | None:
-    return value if value.strip() else None
+def _nullable(tp: Any) -> bool:
+    return type(None) in typing.get_args(tp)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read `SERVING_*` variables (and explicit overrides, e.g. from CLI flags).
+
+    Values are stripped; an empty value means unset (None where the setting allows it,
+    else its default).
 
     Raises SettingsError naming the first bad or unknown variable.
     """
@@ -89,7 +93,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         name = key[len(PREFIX) :].lower()
         if name not in fields:
             continue  # other tools share the prefix (SERVING_DEPLOYMENT is the CLI's)
-        values[name] = _none_if_empty(raw) if name not in ("host",) else raw
+        value = raw.strip()
+        if not value:
+            # Empty means "not set": the default, or None where None is allowed.
+            if _nullable(fields[name].type):
+                values[name] = None
+            continue
+        values[name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name, raw in values.items():
         if isinstance(raw, str) and name in ("log_level", "log_format", "server"):

@@ -1,0 +1,657 @@
+"""Benchmark the serving daemon against a bare Starlette app on the same server.
+
+Absolute req/s numbers depend on the machine; the ratio daemon/bare measured in
+the same run, on the same pinned core, does not (much).  That ratio, the p50
+latency the daemon adds, its cold start and its idle memory are what we hold
+the daemon to.  See bench/README.md for the method and the targets.
+
+Usage: python bench/run.py [--duration 10] [--servers hypercorn,uvicorn]
+                           [--targets daemon,bare] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+LUA_SCRIPT = BENCH / "post.lua"
+
+SERVERS = ("hypercorn", "uvicorn")
+TARGETS = ("daemon", "bare")
+CONNECTIONS = (1, 32)
+HOST = "127.0.0.1"
+SERVER_CORE = "0"
+LOAD_CORE = "1"
+
+REQUEST_BODY = {"parameters": {"name": "World"}}
+EXPECTED_GREETING = "Hello World!"
+
+# Targets the daemon must meet; bare figures are reported for context only.
+RATIO_TARGET = {"hypercorn": 0.8, "uvicorn": 0.75}
+P50_DELTA_TARGET_MS = 0.3
+COLD_START_TARGET_S = 0.5
+IDLE_RSS_TARGET_MIB = 60.0
+
+START_TIMEOUT_S = 30.0
+POLL_INTERVAL_S = 0.005
+WARMUP_REQUESTS = 20
+STOP_GRACE_S = 5.0
+STDERR_TAIL_LINES = 20
+
+
+class TargetError(Exception):
+    """A target never became ready or died; the run is meaningless, so abort."""
+
+    def __init__(self, message: str, tail: str) -> None:
+        super().__init__(message)
+        self.tail = tail
+
+
+@dataclass
+class WrkResult:
+    conns: int
+    rps: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    requests: int | None = None
+    non_2xx: int = 0
+    socket_errors: int = 0
+    error: str | None = None
+
+
+@dataclass
+class TargetResult:
+    server: str
+    target: str
+    pid: int
+    server_pid: int
+    ready_s: float
+    cold_start_s: float
+    idle_rss_mib: float
+    tree_rss_mib: float
+    runs: list[WrkResult] = field(default_factory=list)
+
+    def run_at(self, conns: int) -> WrkResult | None:
+        return next((r for r in self.runs if r.conns == conns), None)
+
+
+@dataclass
+class Running:
+    """A started target plus what we need to measure, probe and kill it."""
+
+    server: str
+    target: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+    started_at: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.target}/{self.server}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    """Ask the kernel rather than guess, so parallel runs never collide."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def target_command(server: str, target: str, port: int) -> tuple[list[str], dict[str, str]]:
+    pin = ["taskset", "-c", SERVER_CORE]
+    env = dict(os.environ)
+    if target == "bare":
+        cmd = [
+            sys.executable,
+            str(BENCH / "bare_app.py"),
+            "--server",
+            server,
+            "--port",
+            str(port),
+        ]
+        return [*pin, *cmd], env
+    env.update(
+        SERVING_PIPELINE=os.environ.get("BENCH_PIPELINE", "examples/hello.py:hello"),
+        SERVING_HOST=HOST,
+        SERVING_PORT=str(port),
+        SERVING_SERVER=server,
+        SERVING_LOG_FORMAT="json",
+        SERVING_ACCESS_LOG="false",
+    )
+    return [*pin, sys.executable, "-m", "serving"], env
+
+
+def spawn(server: str, target: str, stdout: IO[bytes], stderr: IO[bytes]) -> Running:
+    """Own session so teardown can signal the whole tree the target may fork."""
+    port = free_port()
+    cmd, env = target_command(server, target, port)
+    started_at = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+    return Running(server, target, port, proc, stdout, stderr, started_at)
+
+
+def tail(stream: IO[bytes], lines: int = STDERR_TAIL_LINES) -> str:
+    stream.flush()
+    stream.seek(0)
+    text = stream.read().decode(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def output_tail(running: Running) -> str:
+    """Prefer stderr, but structured loggers often write to stdout only."""
+    return tail(running.stderr) or tail(running.stdout)
+
+
+def stop(running: Running) -> None:
+    """SIGTERM the group, then SIGKILL what is left: never leak a server."""
+    pgid = running.proc.pid
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        if _wait_group_gone(running, STOP_GRACE_S):
+            break
+
+
+def _wait_group_gone(running: Running, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running.proc.poll()  # reap our direct child so it stops counting
+        if not _group_members(running.proc.pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) pids in a process group.
+
+    ``killpg(pgid, 0)`` is not enough: orphaned zombies keep answering it
+    when PID 1 in a container does not reap them.
+    """
+    members = []
+    for pid, (state, pgrp) in _proc_stats().items():
+        if pgrp == pgid and state != "Z":
+            members.append(pid)
+    return members
+
+
+@contextmanager
+def started(server: str, target: str, client: httpx.Client) -> Iterator[tuple[Running, TargetResult]]:
+    """Output goes to temp files, not pipes: a chatty server would otherwise
+    block on a full pipe nobody reads, and skew or hang the run."""
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        running = spawn(server, target, stdout, stderr)
+        try:
+            yield running, measure_startup(running, client)
+        finally:
+            stop(running)
+
+
+# --------------------------------------------------------------------------- probing
+
+
+def _fail(running: Running, why: str, phase: str = "failed to start") -> TargetError:
+    return TargetError(f"{running.label} {phase}: {why}", output_tail(running))
+
+
+def _check_alive(running: Running, phase: str = "failed to start") -> None:
+    code = running.proc.poll()
+    if code is not None:
+        raise _fail(running, f"process exited with status {code}", phase)
+
+
+def wait_for(running: Running, client: httpx.Client, method: str, path: str) -> httpx.Response:
+    """Poll until 200; a refused connection just means 'not listening yet'."""
+    deadline = running.started_at + START_TIMEOUT_S
+    last = "no response"
+    while time.perf_counter() < deadline:
+        _check_alive(running)
+        try:
+            body = REQUEST_BODY if method == "POST" else None
+            response = client.request(method, running.url + path, json=body)
+            if response.status_code == 200:
+                return response
+            last = f"HTTP {response.status_code}: {response.text[:200]}"
+        except httpx.TransportError as exc:
+            last = f"{type(exc).__name__}"
+        time.sleep(POLL_INTERVAL_S)
+    raise _fail(running, f"{method} {path} not 200 within {START_TIMEOUT_S:.0f}s ({last})")
+
+
+def check_payload(running: Running, response: httpx.Response) -> None:
+    """Refuse to benchmark a target that does not do the same work."""
+    try:
+        greeting = response.json()["outputs"]["greeting"]
+    except (ValueError, KeyError, TypeError):
+        greeting = None
+    if greeting != EXPECTED_GREETING:
+        raise _fail(running, f"unexpected /invoke body: {response.text[:200]}")
+
+
+def measure_startup(running: Running, client: httpx.Client) -> TargetResult:
+    """Cold start ends at the first useful answer, not at the first open port."""
+    wait_for(running, client, "GET", "/readyz")
+    ready_s = time.perf_counter() - running.started_at
+    first = wait_for(running, client, "POST", "/invoke")
+    cold_start_s = time.perf_counter() - running.started_at
+    check_payload(running, first)
+    for _ in range(WARMUP_REQUESTS):
+        check_payload(running, wait_for(running, client, "POST", "/invoke"))
+    pid = server_pid(running.proc.pid, running.port)
+    return TargetResult(
+        server=running.server,
+        target=running.target,
+        pid=running.proc.pid,
+        server_pid=pid,
+        ready_s=ready_s,
+        cold_start_s=cold_start_s,
+        idle_rss_mib=rss_mib(pid),
+        tree_rss_mib=sum(rss_mib(p) for p in [running.proc.pid, *descendants(running.proc.pid)]),
+    )
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    match = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.MULTILINE)
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+def _read_stat(entry: Path) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after ``comm`` (state is index 0).
+
+    ``comm`` may contain spaces and parens, so split after the last ')'.
+    """
+    try:
+        return (entry / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _proc_entries() -> Iterator[tuple[int, list[str]]]:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _read_stat(entry)) is not None:
+            yield int(entry.name), fields
+
+
+def _proc_stats() -> dict[int, tuple[str, int]]:
+    return {pid: (fields[0], int(fields[2])) for pid, fields in _proc_entries()}
+
+
+def _parent_map() -> dict[int, int]:
+    return {pid: int(fields[1]) for pid, fields in _proc_entries()}
+
+
+def descendants(root: int) -> list[int]:
+    """Breadth-first, so deeper processes come later in the list."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _parent_map().items():
+        children.setdefault(ppid, []).append(pid)
+    found: list[int] = []
+    queue = [root]
+    while queue:
+        for child in sorted(children.get(queue.pop(0), [])):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _holds_socket(pid: int, inodes: set[str]) -> bool:
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) in wanted:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def server_pid(root: int, port: int) -> int:
+    """The pid that serves is the deepest one holding the listening socket.
+
+    A supervisor (hypercorn/uvicorn with workers, a reloader) also holds the
+    socket but serves nothing; its RSS would understate the real server's.
+    """
+    inodes = _listening_inodes(port)
+    holders = [p for p in [root, *descendants(root)] if _holds_socket(p, inodes)]
+    return holders[-1] if holders else root
+
+
+# --------------------------------------------------------------------------- wrk
+
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_PERCENTILE = re.compile(r"^\s*(\d+(?:\.\d+)?)%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_REQUESTS = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+def parse_wrk(output: str, conns: int) -> WrkResult:
+    percentiles = {float(p): float(value) * _UNIT_MS[unit] for p, value, unit in _PERCENTILE.findall(output)}
+    rps = _RPS.search(output)
+    requests = _REQUESTS.search(output)
+    non_2xx = _NON_2XX.search(output)
+    errors = _SOCKET_ERRORS.search(output)
+    result = WrkResult(
+        conns=conns,
+        rps=float(rps.group(1)) if rps else None,
+        p50_ms=percentiles.get(50.0),
+        p99_ms=percentiles.get(99.0),
+        requests=int(requests.group(1)) if requests else None,
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+    )
+    if result.rps is None or result.p50_ms is None or result.p99_ms is None:
+        result.error = "could not parse wrk output"
+    return result
+
+
+def run_wrk(running: Running, conns: int, duration: float) -> WrkResult:
+    """Load from the other core, so client and server never fight for a CPU."""
+    cmd = [
+        "taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration:g}s",
+        "--latency", "-s", str(LUA_SCRIPT), f"{running.url}/invoke",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    if done.returncode != 0:
+        return WrkResult(conns=conns, error=f"wrk exited {done.returncode}: {done.stderr.strip()}")
+    result = parse_wrk(done.stdout, conns)
+    _check_alive(running, phase="died under load")
+    return result
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def bench_server(server: str, targets: list[str], duration: float, warmup: float) -> list[TargetResult]:
+    """Both targets stay up and take turns, so drift hits them equally.
+
+    The order flips at each connection level (ABBA), which cancels a linear
+    trend such as thermal throttling instead of always penalising one side.
+    """
+    with (
+        httpx.Client(timeout=5.0) as client,
+        _all_started(server, targets, client) as live,
+    ):
+        for running, _ in live:
+            run_wrk(running, max(CONNECTIONS), warmup)
+        for index, conns in enumerate(CONNECTIONS):
+            order = live if index % 2 == 0 else live[::-1]
+            for running, result in order:
+                progress(f"  wrk {running.label} c={conns} {duration:g}s")
+                result.runs.append(run_wrk(running, conns, duration))
+        return [result for _, result in live]
+
+
+@contextmanager
+def _all_started(
+    server: str, targets: list[str], client: httpx.Client
+) -> Iterator[list[tuple[Running, TargetResult]]]:
+    """Start targets one at a time so each cold start has the core to itself."""
+    with ExitStack() as stack:
+        live = []
+        for target in targets:
+            progress(f"  start {target}/{server}")
+            live.append(stack.enter_context(started(server, target, client)))
+        yield live
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def print_table(results: list[TargetResult]) -> None:
+    print(f"{'server':<10} {'target':<7} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  notes")
+    for result in results:
+        for run in result.runs:
+            notes = _run_notes(run)
+            print(
+                f"{result.server:<10} {result.target:<7} {run.conns:>5} {_fmt(run.rps, '.0f'):>10} "
+                f"{_fmt(run.p50_ms, '.3f'):>8} {_fmt(run.p99_ms, '.3f'):>8}  {notes}"
+            )
+
+
+def _run_notes(run: WrkResult) -> str:
+    notes = []
+    if run.error:
+        notes.append(run.error)
+    if run.non_2xx:
+        notes.append(f"{run.non_2xx} non-2xx")
+    if run.socket_errors:
+        notes.append(f"{run.socket_errors} socket errors")
+    return "; ".join(notes)
+
+
+def summarize(server: str, results: list[TargetResult]) -> dict[str, Any]:
+    """Compare within one server only: cross-server ratios mean nothing."""
+    by_target = {r.target: r for r in results if r.server == server}
+    daemon, bare = by_target.get("daemon"), by_target.get("bare")
+    summary: dict[str, Any] = {"server": server}
+    for name, result in by_target.items():
+        summary[f"{name}_cold_start_s"] = result.cold_start_s
+        summary[f"{name}_idle_rss_mib"] = result.idle_rss_mib
+    if daemon and bare:
+        summary["ratio_32"] = _ratio(daemon.run_at(max(CONNECTIONS)), bare.run_at(max(CONNECTIONS)))
+        summary["p50_delta_1_ms"] = _delta(daemon.run_at(min(CONNECTIONS)), bare.run_at(min(CONNECTIONS)))
+    if daemon:
+        summary["checks"] = _checks(server, summary)
+    return summary
+
+
+def _ratio(daemon: WrkResult | None, bare: WrkResult | None) -> float | None:
+    if not (daemon and bare and daemon.rps is not None and bare.rps):
+        return None
+    return daemon.rps / bare.rps
+
+
+def _delta(daemon: WrkResult | None, bare: WrkResult | None) -> float | None:
+    if not (daemon and bare and daemon.p50_ms is not None and bare.p50_ms is not None):
+        return None
+    return daemon.p50_ms - bare.p50_ms
+
+
+def _checks(server: str, summary: dict[str, Any]) -> dict[str, bool | None]:
+    def check(key: str, ok: Any) -> bool | None:
+        value = summary.get(key)
+        return None if value is None else bool(ok(value))
+
+    return {
+        f"ratio@32 >= {RATIO_TARGET[server]}": check("ratio_32", lambda v: v >= RATIO_TARGET[server]),
+        f"p50 delta@1 <= {P50_DELTA_TARGET_MS} ms": check(
+            "p50_delta_1_ms", lambda v: v <= P50_DELTA_TARGET_MS
+        ),
+        f"cold start <= {COLD_START_TARGET_S} s": check(
+            "daemon_cold_start_s", lambda v: v <= COLD_START_TARGET_S
+        ),
+        f"idle RSS <= {IDLE_RSS_TARGET_MIB:g} MiB": check(
+            "daemon_idle_rss_mib", lambda v: v <= IDLE_RSS_TARGET_MIB
+        ),
+    }
+
+
+def print_summary(summary: dict[str, Any], results: list[TargetResult]) -> None:
+    server = summary["server"]
+    print(f"\n[{server}]")
+    if "ratio_32" in summary:
+        print(f"  daemon/bare req/s @32 conns : {_fmt(summary['ratio_32'], '.3f')}")
+        print(f"  p50 delta @1 conn (d - b)   : {_fmt(summary['p50_delta_1_ms'], '+.3f')} ms")
+    for result in (r for r in results if r.server == server):
+        pid_note = (
+            ""
+            if result.server_pid == result.pid
+            else f" (server pid {result.server_pid}, tree {result.tree_rss_mib:.1f} MiB)"
+        )
+        print(
+            f"  {result.target:<6} cold start {result.cold_start_s:.3f} s (readyz {result.ready_s:.3f} s), "
+            f"idle RSS {result.idle_rss_mib:.1f} MiB{pid_note}"
+        )
+    for name, ok in summary.get("checks", {}).items():
+        print(f"  {'n/a ' if ok is None else 'PASS' if ok else 'FAIL'}  {name}")
+
+
+def write_json(
+    path: Path,
+    args: argparse.Namespace,
+    results: list[TargetResult],
+    summaries: list[dict[str, Any]],
+) -> None:
+    payload = {
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "connections": list(CONNECTIONS),
+        "python": sys.version.split()[0],
+        "results": [asdict(r) for r in results],
+        "summary": summaries,
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of wrk warm-up per target (default 2)",
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="comma list from: hypercorn,uvicorn",
+    )
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma list from: daemon,bare")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
+    args = parser.parse_args(argv)
+    args.servers = _choices(parser, "--servers", args.servers, SERVERS)
+    args.targets = _choices(parser, "--targets", args.targets, TARGETS)
+    return args
+
+
+def _choices(parser: argparse.ArgumentParser, flag: str, raw: str, allowed: tuple[str, ...]) -> list[str]:
+    picked = [item.strip() for item in raw.split(",") if item.strip()]
+    unknown = sorted(set(picked) - set(allowed))
+    if unknown or not picked:
+        parser.error(f"{flag}: expected a comma list from {','.join(allowed)}, got {raw!r}")
+    return [item for item in allowed if item in picked]  # canonical order
+
+
+def preflight() -> str | None:
+    """Pinning is the method; without two cores the figures would mislead."""
+    for tool in ("taskset", "wrk"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found on PATH"
+    if not {0, 1} <= os.sched_getaffinity(0):
+        return "cores 0 and 1 must both be available for pinning"
+    return None
+
+
+def runnable_servers(servers: list[str]) -> list[str]:
+    available = []
+    for server in servers:
+        if importlib.util.find_spec(server) is None:
+            print(
+                f"note: {server} is not importable in {sys.executable}; skipping it",
+                file=sys.stderr,
+            )
+        else:
+            available.append(server)
+    return available
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    problem = preflight()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    # make/CI stop us with SIGTERM; turn it into an exception so `finally` reaps children.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results: list[TargetResult] = []
+    try:
+        for server in runnable_servers(args.servers):
+            progress(f"[{server}]")
+            results.extend(bench_server(server, args.targets, args.duration, args.warmup))
+    except TargetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.tail:
+            print(f"--- output tail ---\n{exc.tail}", file=sys.stderr)
+        return 1
+    servers = sorted({r.server for r in results}, key=SERVERS.index)
+    summaries = [summarize(server, results) for server in servers]
+    print()
+    print_table(results)
+    for summary in summaries:
+        print_summary(summary, results)
+    if args.json:
+        write_json(args.json, args, results, summaries)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Graceful shutdown: SIGTERM drains, in-flight requests finish, the process exits 0."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+TESTS = Path(__file__).resolve().parent.parent
+HELLO = f"{TESTS.parent / 'examples' / 'hello.py'}:hello"
+SLOW = f"{TESTS / 'pipelines' / 'slow.py'}:slow"
+HANG_GUARD = 15.0
+
+pytestmark = pytest.mark.parametrize("server", ["hypercorn", "uvicorn"])
+
+
+def wait_for_file(path: Path, daemon: Any) -> None:
+    deadline = time.monotonic() + HANG_GUARD
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared; stderr:\n{daemon.logs()}"
+        time.sleep(0.01)
+
+
+class Call(threading.Thread):
+    """POST /invoke in a thread; keeps the response or the exception."""
+
+    def __init__(self, url: str, body: Any) -> None:
+        super().__init__(daemon=True)
+        self.url, self.body = url, body
+        self.response: httpx.Response | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with httpx.Client(timeout=HANG_GUARD) as client:
+                self.response = client.post(f"{self.url}/invoke", json=self.body)
+        except BaseException as exc:
+            self.error = exc
+
+    def result(self) -> httpx.Response:
+        self.join(HANG_GUARD)
+        assert not self.is_alive(), "request still running"
+        assert self.error is None, repr(self.error)
+        assert self.response is not None
+        return self.response
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_in_flight_request_finishes(daemon: Any, tmp_path: Path, server: str, signum: int) -> None:
+    d = daemon(SLOW, server=server, graceful_timeout=10)
+    marker = tmp_path / "started"
+    call = Call(d.url, {"parameters": {"seconds": 1.0, "marker": str(marker)}})
+    call.start()
+    wait_for_file(marker, d)  # the step is running: the request is in flight
+    d.signal(signum)
+    r = call.result()
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"] == {"slept": 1.0}
+    assert d.wait(HANG_GUARD) == 0
+    events = [e["event"] for e in d.log_events()]
+    assert "draining" in events
+    assert events[-1] == "stopped"
+    draining = next(e for e in d.log_events() if e["event"] == "draining")
+    assert draining["signal"] == signal.Signals(signum).name
+
+
+def test_readyz_503_during_drain_delay(daemon: Any, server: str) -> None:
+    d = daemon(HELLO, server=server, drain_delay=1)
+    with httpx.Client(base_url=d.url, timeout=5) as client:
+        assert client.get("/readyz").status_code == 200
+        d.signal(signal.SIGTERM)
+        d.wait_for_log(lambda e: e.get("event") == "draining")
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["detail"] == "draining: shutting down"
+        health = client.get("/health")
+        assert health.status_code == 200
+        assert health.json()["status"] == "draining"
+        assert client.get("/livez").status_code == 200
+        # still serving work until the delay is over
+        ok = client.post("/invoke", json={"parameters": {"name": "Late"}})
+        assert ok.status_code == 200, ok.text
+        status = client.get("/status").json()
+        assert status["draining"] is True
+    assert d.wait(HANG_GUARD) == 0
+
+
+def test_graceful_timeout_bounds_shutdown(daemon: Any, tmp_path: Path, server: str) -> None:
+    d = daemon(SLOW, server=server, graceful_timeout=0.5)
+    marker = tmp_path / "started"
+    call = Call(d.url, {"parameters": {"seconds": 60, "marker": str(marker)}})
+    call.start()
+    wait_for_file(marker, d)
+    d.signal(signal.SIGTERM)
+    assert d.wait(HANG_GUARD) == 0  # did not wait for the 60 s step
+    call.join(HANG_GUARD)
+    assert not call.is_alive()
+    assert call.response is None or call.response.status_code != 200
