@@ -18,8 +18,9 @@ from typing import Any
 import msgspec
 import structlog
 
+from jobs import metrics
 from jobs.events import JobEventLog, LogEntry
-from jobs.limits import Limiter
+from jobs.limits import Limiter, QueueFull
 from jobs.records import InvocationMetadata, InvocationResponse, Job, JobProgress
 from jobs.states import JobStatus, can_move
 from jobs.store import JobStore, MemoryJobStore
@@ -141,12 +142,22 @@ class JobManager:
 
         Cancelling the caller (a client that disconnected) cancels the run.
         """
-        ticket = self.limiter.reserve()
+        try:
+            ticket = self.limiter.reserve()
+        except QueueFull:
+            metrics.rejected_total.labels("sync").inc()
+            raise
         try:
             if not ticket.granted:
                 await ticket.wait()
-            result = await self.runtime.run(self.pipeline, params, run_name=run_name, timeout=timeout)
+            try:
+                result = await self.runtime.run(self.pipeline, params, run_name=run_name, timeout=timeout)
+            except asyncio.CancelledError:
+                metrics.invocations_total.labels("sync", "canceled").inc()
+                raise
             self.limiter.record(result.execution_time)
+            metrics.invocations_total.labels("sync", result.status.value).inc()
+            metrics.invocation_duration.observe(result.execution_time)
             return result
         finally:
             ticket.release()
@@ -171,7 +182,11 @@ class JobManager:
             existing = await self._existing(idempotency_key, fingerprint)
             if existing is not None:
                 return existing, False
-        ticket = self.limiter.reserve()  # admission is decided here, atomically
+        try:
+            ticket = self.limiter.reserve()  # admission is decided here, atomically
+        except QueueFull:
+            metrics.rejected_total.labels("async").inc()
+            raise
         job_id = new_id()
         if idempotency_key is not None:
             bound = await self.store.claim_key(idempotency_key, job_id, fingerprint)
@@ -278,6 +293,10 @@ class JobManager:
     ) -> None:
         job.status = status
         job.finished_at = utc_now()
+        outcome = status.value if result is None else result.status.value
+        metrics.invocations_total.labels("async", outcome).inc()
+        if result is not None:
+            metrics.invocation_duration.observe(result.execution_time)
         if result is not None:
             job.execution_time = result.execution_time
             job.error = result.error
@@ -379,6 +398,15 @@ class JobManager:
         if events is None:
             raise JobNotFound(job_id)
         return events.read(after_seq)
+
+    def status_counts(self) -> dict[JobStatus, int]:
+        """Kept jobs by status (from the in-process store; for metrics)."""
+        counts: dict[JobStatus, int] = {}
+        jobs = getattr(self.store, "_jobs", None)
+        if jobs is not None:
+            for job in jobs.values():
+                counts[job.status] = counts.get(job.status, 0) + 1
+        return counts
 
     def counts(self) -> dict[str, int]:
         return {"running": self.limiter.running, "queued": self.limiter.queued}

@@ -3,7 +3,8 @@
 Usable on its own: a pipeline defined here runs in a plain script with no server.
 """
 
-from runtimes import memory as _memory  # noqa: F401  (registers the built-in runtime)
+from runtimes import memory as _memory  # noqa: F401  (registers the built-in runtimes)
+from runtimes import realtime as _realtime  # noqa: F401
 from runtimes.base import Runtime, RuntimeOptions, available_runtimes, create_runtime, register_runtime
 from runtimes.errors import PipelineDefinitionError, RunTimeoutError, StepError, StepTimeoutError
 from runtimes.executor import DagExecutor, RunResult, RunStatus

@@ -8,6 +8,7 @@ picks one by name from `SERVING_RUNTIME`. Third parties register theirs with
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -20,6 +21,15 @@ class RuntimeOptions(msgspec.Struct, frozen=True, kw_only=True):
     """What the daemon's settings tell a runtime; kept here so runtimes never import serving."""
 
     max_threads: int = 32
+    capture_url: str = "sqlite:///~/.serving/runs.db"
+    capture_max_bytes: int = 4096
+    capture_queue_size: int = 10_000
+    capture_batch_size: int = 500
+    capture_batch_interval: float = 0.25
+    capture_overrides: dict[str, bool] = {}
+    cache_ttl: float = 300.0
+    cache_size: int = 1024
+    deployment_name: str | None = None
 
 
 @runtime_checkable
@@ -47,6 +57,7 @@ class Runtime(Protocol):
 
 
 RuntimeFactory = Callable[[RuntimeOptions], Runtime]
+ENTRY_POINT_GROUP = "serving.runtimes"
 _registry: dict[str, RuntimeFactory] = {}
 
 
@@ -59,12 +70,21 @@ def register_runtime(name: str, factory: RuntimeFactory) -> None:
 
 
 def available_runtimes() -> list[str]:
-    return sorted(_registry)
+    return sorted({*_registry, *(e.name for e in entry_points(group=ENTRY_POINT_GROUP))})
 
 
 def create_runtime(name: str, options: RuntimeOptions | None = None) -> Runtime:
-    """Build the runtime registered as `name`; raises UnknownRuntimeError listing the known ones."""
-    factory = _registry.get(name)
+    """Build the runtime registered as `name`, or published by an installed package under
+    the entry-point group `serving.runtimes`; raises UnknownRuntimeError listing the known ones."""
+    factory = _registry.get(name) or _from_entry_point(name)
     if factory is None:
         raise UnknownRuntimeError(f"unknown runtime '{name}' (available: {', '.join(available_runtimes())})")
     return factory(options or RuntimeOptions())
+
+
+def _from_entry_point(name: str) -> RuntimeFactory | None:
+    for entry in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        factory = entry.load()
+        register_runtime(name, factory)
+        return factory  # type: ignore[no-any-return]
+    return None

@@ -14,11 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from runtimes import events as ev
+from runtimes.cache import StepCache
 from runtimes.errors import RunTimeoutError, StepError, StepTimeoutError
 from runtimes.graph import StepNode
 from runtimes.pipeline import Pipeline
@@ -98,11 +99,47 @@ class _Emitter:
         self.callback(cls(seq=self.seq, run_id=self.run_id, ts=time.time(), **fields))
 
 
+class _RunContext:
+    """What every step of one run needs to report to: event stream and observer."""
+
+    __slots__ = ("emit", "observer", "run_id")
+
+    def __init__(self, run_id: str, emit: _Emitter | None, observer: RunObserver | None) -> None:
+        self.run_id = run_id
+        self.emit = emit
+        self.observer = observer
+
+
+class RunObserver(Protocol):
+    """Sees each step's inputs, output and captured logs; the Realtime runtime's capture hook.
+
+    Called on the event loop thread, after the step; must not raise or block.
+    """
+
+    capture_logs: bool
+    capture_artifacts: bool
+
+    def step_finished(
+        self,
+        node: StepNode,
+        scope: StepScope | None,
+        status: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        value: Any,
+        error: str | None,
+        attempts: int,
+        started_at: float,
+        duration: float,
+    ) -> None: ...
+
+
 class DagExecutor:
     """Runs pipelines; owns the worker threads that sync steps run in."""
 
-    def __init__(self, max_threads: int = 32) -> None:
+    def __init__(self, max_threads: int = 32, cache: StepCache | None = None) -> None:
         self.max_threads = max_threads
+        self.cache = cache  # used for steps marked @step(cache=True); None disables caching
         self._threads: StepThreads | None = None
 
     @property
@@ -126,6 +163,7 @@ class DagExecutor:
         run_name: str | None = None,
         timeout: float | None = None,
         on_event: EventCallback | None = None,
+        observer: RunObserver | None = None,
     ) -> RunResult:
         """Run the pipeline with already-validated parameters.
 
@@ -136,16 +174,17 @@ class DagExecutor:
         run_id = run_id or new_id()
         run_name = run_name or default_run_name(pipeline.name)
         emit = _Emitter(run_id, on_event) if on_event is not None else None
+        ctx = _RunContext(run_id, emit, observer) if emit or observer else None
         started = time.perf_counter()
         if emit:
             emit(ev.RunStarted, pipeline=pipeline.name, run_name=run_name, steps_total=len(pipeline.nodes))
         try:
             if timeout is None:
-                results = await self._execute(pipeline, kwargs, emit)
+                results = await self._execute(pipeline, kwargs, ctx)
             else:
                 try:
                     async with asyncio.timeout(timeout):
-                        results = await self._execute(pipeline, kwargs, emit)
+                        results = await self._execute(pipeline, kwargs, ctx)
                 except TimeoutError:
                     raise RunTimeoutError(timeout) from None
         except asyncio.CancelledError:
@@ -165,23 +204,23 @@ class DagExecutor:
         return RunResult(run_id, run_name, RunStatus.completed, outputs, elapsed)
 
     async def _execute(
-        self, pipeline: Pipeline, kwargs: dict[str, Any], emit: _Emitter | None
+        self, pipeline: Pipeline, kwargs: dict[str, Any], ctx: _RunContext | None
     ) -> dict[str, Any]:
         results: dict[str, Any] = {}
         nodes = pipeline.nodes
         if _is_chain(nodes):
             # Nothing can run concurrently: run in this task and skip task creation.
             for node in nodes:
-                results[node.id] = await self._run_step(node, kwargs, results, emit)
+                results[node.id] = await self._run_step(node, kwargs, results, ctx)
             return results
-        return await self._execute_concurrently(nodes, kwargs, results, emit)
+        return await self._execute_concurrently(nodes, kwargs, results, ctx)
 
     async def _execute_concurrently(
         self,
         nodes: list[StepNode],
         kwargs: dict[str, Any],
         results: dict[str, Any],
-        emit: _Emitter | None,
+        ctx: _RunContext | None,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         done: dict[str, asyncio.Future[None]] = {n.id: loop.create_future() for n in nodes}
@@ -191,7 +230,7 @@ class DagExecutor:
             for up in node.upstream:
                 await done[up]
             try:
-                results[node.id] = await self._run_step(node, kwargs, results, emit)
+                results[node.id] = await self._run_step(node, kwargs, results, ctx)
             except StepError as exc:
                 if not first_error:
                     first_error.append(exc)
@@ -222,16 +261,72 @@ class DagExecutor:
         node: StepNode,
         kwargs: dict[str, Any],
         results: dict[str, Any],
-        emit: _Emitter | None,
+        ctx: _RunContext | None,
     ) -> Any:
         step = node.step
         args = [s.resolve(kwargs, results) for s in node.args]
         kw = {k: s.resolve(kwargs, results) for k, s in node.kwargs.items()}
+        if ctx is None and not step.cache:
+            return await self._attempts(node, step, args, kw, None, None)
+        emit = ctx.emit if ctx is not None else None
+        observer = ctx.observer if ctx is not None else None
+        wall_start = time.time()
+        started = time.perf_counter()
+        cache_key = None
+        if step.cache and self.cache is not None:
+            cache_key = self.cache.key(step, args, kw)
+            hit, value = self.cache.get(cache_key)
+            if hit:
+                if emit:
+                    emit(ev.StepStarted, step=node.id, attempt=0)
+                    emit(ev.StepCompleted, step=node.id, duration=0.0, attempts=0)
+                if observer is not None:
+                    observer.step_finished(node, None, "cached", args, kw, value, None, 0, wall_start, 0.0)
+                return value
+        scope = None
+        if ctx is not None:
+            capture_logs = observer is not None and observer.capture_logs
+            scope = StepScope(
+                node.id,
+                ctx.run_id,
+                emit,
+                asyncio.get_running_loop(),
+                logs=[] if capture_logs else None,
+                artifacts=[] if observer is not None and observer.capture_artifacts else None,
+            )
+        try:
+            value = await self._attempts(node, step, args, kw, emit, scope)
+        except StepError as exc:
+            if observer is not None:
+                elapsed = time.perf_counter() - started
+                observer.step_finished(
+                    node, scope, "failed", args, kw, None, str(exc), exc.attempts, wall_start, elapsed
+                )
+            raise
+        except asyncio.CancelledError:
+            if observer is not None:
+                elapsed = time.perf_counter() - started
+                observer.step_finished(node, scope, "canceled", args, kw, None, None, 1, wall_start, elapsed)
+            raise
+        if cache_key is not None:
+            self.cache.put(cache_key, value)  # type: ignore[union-attr]
+        if observer is not None:
+            elapsed = time.perf_counter() - started
+            observer.step_finished(node, scope, "completed", args, kw, value, None, 1, wall_start, elapsed)
+        return value
+
+    async def _attempts(
+        self,
+        node: StepNode,
+        step: Any,
+        args: list[Any],
+        kw: dict[str, Any],
+        emit: _Emitter | None,
+        scope: StepScope | None,
+    ) -> Any:
+        """Run the step, retrying as configured; raises StepError after the last attempt."""
         started = time.perf_counter()
         attempt = 0
-        scope = None
-        if emit:
-            scope = StepScope(node.id, emit, asyncio.get_running_loop())
         while True:
             attempt += 1
             if emit:
@@ -239,43 +334,40 @@ class DagExecutor:
             token = current_step.set(scope) if scope else None
             try:
                 value = await self._attempt(step, args, kw, scope)
-                if step.tuple_size and not (
-                    isinstance(value, (tuple, list)) and len(value) == step.tuple_size
-                ):
+                size = step.tuple_size
+                if size and not (isinstance(value, (tuple, list)) and len(value) == size):
                     names = ", ".join(o.name for o in step.outputs)
                     raise TypeError(
-                        f"returned {type(value).__name__}, not a tuple of its {step.tuple_size} "
-                        f"outputs ({names})"
+                        f"returned {type(value).__name__}, not a tuple of its {size} outputs ({names})"
                     )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if attempt <= step.retries:
-                    log.warning(
-                        "step_retrying", step=node.id, attempt=attempt, error=f"{type(exc).__name__}: {exc}"
-                    )
+                    error = f"{type(exc).__name__}: {exc}"
+                    log.warning("step_retrying", step=node.id, attempt=attempt, error=error)
                     if emit:
                         emit(
                             ev.StepRetrying,
                             step=node.id,
                             attempt=attempt,
-                            error=f"{type(exc).__name__}: {exc}",
+                            error=error,
                             delay=step.retry_delay,
                         )
                     if step.retry_delay:
                         await asyncio.sleep(step.retry_delay)
                     continue
-                error = StepError(node.id, exc, attempts=attempt)
+                failure = StepError(node.id, exc, attempts=attempt)
                 log.error("step_failed", step=node.id, attempts=attempt, exc_info=exc)
                 if emit:
                     emit(
                         ev.StepFailed,
                         step=node.id,
-                        error=str(error),
+                        error=str(failure),
                         duration=time.perf_counter() - started,
                         attempts=attempt,
                     )
-                raise error from exc
+                raise failure from exc
             finally:
                 if token is not None:
                     current_step.reset(token)

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import inspect
 import typing
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, overload
 
@@ -149,6 +150,7 @@ class Pipeline:
         self.pydantic_params = {
             p.name: m for p in self.parameters if (m := pydantic_model(p.type)) is not None
         }
+        self._warned_memory_only = False
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -295,6 +297,13 @@ class Pipeline:
         """Run the pipeline in this process and return its outputs; raises StepError."""
         from runtimes.memory import MemoryOnlyRuntime
 
+        if self.capture.memory_only and not self._warned_memory_only:
+            self._warned_memory_only = True
+            warnings.warn(
+                f"pipeline '{self.name}': Capture(memory_only=True) only applies when served; "
+                "an in-process call never captures anything, so it is ignored here",
+                stacklevel=3,
+            )
         runtime = MemoryOnlyRuntime()
         await runtime.start()
         try:

@@ -17,22 +17,38 @@ from runtimes import events as ev
 
 
 class StepScope:
-    """Where events of the running step go, and how to get there from any thread."""
+    """The running step as code inside it sees it: where its events, log lines and
+    artifacts go, and how to reach the loop from a worker thread."""
 
-    __slots__ = ("emit", "loop", "loop_thread", "step_id")
+    __slots__ = ("artifacts", "emit", "logs", "loop", "loop_thread", "run_id", "step_id")
 
-    def __init__(self, step_id: str, emit: Callable[..., None], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        step_id: str,
+        run_id: str,
+        emit: Callable[..., None] | None,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        logs: list[Any] | None = None,
+        artifacts: list[Any] | None = None,
+    ) -> None:
         self.step_id = step_id
+        self.run_id = run_id
         self.emit = emit
         self.loop = loop
         self.loop_thread = threading.get_ident()
+        self.logs = logs  # None: log lines are not captured for this run
+        self.artifacts = artifacts
 
     def send(self, cls: type[ev.RunEvent], **fields: Any) -> None:
         """Emit on the loop's thread: events keep their order and callbacks stay single-threaded."""
+        emit = self.emit
+        if emit is None:
+            return
         if threading.get_ident() == self.loop_thread:
-            self.emit(cls, **fields)
+            emit(cls, **fields)
         else:
-            self.loop.call_soon_threadsafe(lambda: self.emit(cls, **fields))
+            self.loop.call_soon_threadsafe(lambda: emit(cls, **fields))
 
 
 current_step: ContextVar[StepScope | None] = ContextVar("serving_current_step", default=None)

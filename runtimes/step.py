@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import typing
 from collections.abc import Callable
@@ -68,6 +69,13 @@ def outputs_of(fn: Callable[..., Any], step_name: str) -> tuple[StepOutput, ...]
     return (StepOutput(DEFAULT_OUTPUT, base, None),)
 
 
+def _source(fn: Callable[..., Any]) -> str | None:
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):  # defined in a REPL or built dynamically
+        return None
+
+
 def _generated_type(gen_type: Any) -> Any:
     """A generator step's output: the joined string for str items, else the list of items."""
     args = typing.get_args(gen_type)
@@ -91,6 +99,7 @@ class Step:
         retries: int = 0,
         retry_delay: float = 0.0,
         timeout: float | None = None,
+        cache: bool = False,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
@@ -106,6 +115,9 @@ class Step:
         self.retries = retries
         self.retry_delay = retry_delay
         self.timeout = timeout
+        self.cache = cache
+        self.source = _source(fn)
+        self.code_hash = hashlib.sha256((self.source or self.name).encode()).hexdigest()[:16]
         self.is_async = inspect.iscoroutinefunction(fn)
         self.is_async_gen = inspect.isasyncgenfunction(fn)
         self.is_gen = inspect.isgeneratorfunction(fn)
@@ -149,6 +161,7 @@ def step(
     retries: int = 0,
     retry_delay: float = 0.0,
     timeout: float | None = None,
+    cache: bool = False,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 
@@ -160,6 +173,7 @@ def step(
     retries: int = 0,
     retry_delay: float = 0.0,
     timeout: float | None = None,
+    cache: bool = False,
 ) -> Step | Callable[[Callable[..., Any]], Step]:
     """Mark a sync or async function as a pipeline step.
 
@@ -170,9 +184,12 @@ def step(
     A generator (or async generator) step streams: each yielded item is sent to
     subscribers as a `chunk` event as it is produced. Its output is the joined string
     when every item is a str, otherwise the list of items.
+
+    `cache=True` lets the Realtime runtime reuse the output for equal inputs within
+    SERVING_CACHE_TTL (an in-process LRU of SERVING_CACHE_SIZE entries).
     """
 
     def wrap(f: Callable[..., Any]) -> Step:
-        return Step(f, name=name, retries=retries, retry_delay=retry_delay, timeout=timeout)
+        return Step(f, name=name, retries=retries, retry_delay=retry_delay, timeout=timeout, cache=cache)
 
     return wrap(fn) if fn is not None else wrap

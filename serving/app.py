@@ -28,6 +28,7 @@ from runtimes import Pipeline, Runtime
 from serving.invoke import InvokeEndpoint
 from serving.jobs_api import JobsAPI
 from serving.logs import AccessLog, request_id_var
+from serving.metrics import HttpMetrics, metrics_endpoint, register_jobs_collector
 from serving.middleware import AuthMiddleware, RequestContextMiddleware
 from serving.openapi import build_openapi, docs_page, swagger_ui_path
 from serving.problems import problem_response
@@ -106,7 +107,7 @@ class ServingApp:
         # Access lines are info level: below the configured level they are not written.
         wanted = settings.access_log and settings.log_level in ("debug", "info")
         access_log = AccessLog(settings.log_format) if wanted else None
-        self._chain = RequestContextMiddleware(inner, access_log=access_log)
+        self._chain = RequestContextMiddleware(inner, access_log=access_log, metrics=HttpMetrics())
 
     async def _dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/invoke" and scope["method"] == "POST":
@@ -136,6 +137,7 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Serv
         metadata=InvocationMetadata(deployment_name=settings.deployment_name, pipeline_name=pipeline.name),
     )
     jobs_api = JobsAPI(manager, settings, state.shutdown)
+    register_jobs_collector(manager)
     invoke = InvokeEndpoint(pipeline, manager, settings)
     info = pipeline_info(pipeline, settings, runtime)
     openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
@@ -168,6 +170,7 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Serv
                 "pipeline": pipeline.name,
                 "runtime": runtime.name,
                 "jobs": manager.counts(),
+                **(runtime.status() if hasattr(runtime, "status") else {}),
                 "ready": state.ready,
                 "draining": state.draining,
                 "uptime_seconds": round(state.uptime, 3),
@@ -213,6 +216,7 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Serv
         Route("/readyz", readyz),
         Route("/info", info_endpoint),
         Route("/status", status),
+        Route("/metrics", metrics_endpoint),
         Route("/openapi.json", openapi_endpoint),
         Route("/docs", docs_page),
     ]

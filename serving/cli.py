@@ -43,7 +43,8 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         except ImportError:
             return _fail("SERVING_SERVER=uvicorn needs the extra: pip install 'serving[uvicorn]'", EXIT_USAGE)
 
-    from runtimes import RuntimeOptions, create_runtime
+    from capture.sinks import CaptureURLError
+    from runtimes import create_runtime
     from runtimes.base import UnknownRuntimeError
     from serving.loader import PipelineLoadError, load_pipeline
 
@@ -54,9 +55,11 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
             log.debug("pipeline_load_failed", exc_info=exc.__cause__ or exc)
         return _fail(f"cannot load pipeline: {exc}", EXIT_USAGE)
     try:
-        runtime = create_runtime(settings.runtime, RuntimeOptions(max_threads=settings.step_threads))
+        runtime = create_runtime(runtime_name(settings, pipeline), runtime_options(settings))
     except UnknownRuntimeError as exc:
         return _fail(f"SERVING_RUNTIME: {exc}", EXIT_USAGE)
+    except CaptureURLError as exc:
+        return _fail(f"SERVING_CAPTURE_URL={exc}", EXIT_USAGE)
 
     from serving.app import create_app
     from serving.server import ServerStartError, run_server
@@ -70,6 +73,32 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         return run_server(app, settings)
     except ServerStartError as exc:
         return _fail(str(exc), EXIT_FAILED)
+
+
+def runtime_options(settings: Any) -> Any:
+    from runtimes import RuntimeOptions
+
+    return RuntimeOptions(
+        max_threads=settings.step_threads,
+        capture_url=settings.effective_capture_url,
+        capture_max_bytes=settings.capture_max_bytes,
+        capture_queue_size=settings.capture_queue_size,
+        capture_batch_size=settings.capture_batch_size,
+        capture_batch_interval=settings.capture_batch_interval,
+        capture_overrides=settings.capture_overrides,
+        cache_ttl=settings.cache_ttl,
+        cache_size=settings.cache_size,
+        deployment_name=settings.deployment_name,
+    )
+
+
+def runtime_name(settings: Any, pipeline: Any) -> str:
+    """`Capture(memory_only=True)` (or SERVING_CAPTURE_MEMORY_ONLY) selects the MemoryOnly
+    runtime when SERVING_RUNTIME is the default: nothing is published or stored."""
+    memory_only = settings.capture_overrides.get("memory_only", pipeline.capture.memory_only)
+    if memory_only and settings.runtime == "realtime":
+        return "memory"
+    return str(settings.runtime)
 
 
 def build_parser() -> argparse.ArgumentParser:

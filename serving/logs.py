@@ -16,6 +16,8 @@ from typing import Any
 import msgspec
 import structlog
 
+from runtimes import logcapture
+
 request_id_var: ContextVar[str | None] = ContextVar("serving_request_id", default=None)
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -60,6 +62,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         _add_request_id,
+        logcapture.structlog_processor,  # run_id and step inside a step; step log capture
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

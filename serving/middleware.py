@@ -14,6 +14,7 @@ import structlog
 
 from runtimes.executor import new_id
 from serving.logs import AccessLog, request_id_var
+from serving.metrics import HttpMetrics
 from serving.problems import PROBLEM_CONTENT_TYPE, problem_bytes
 
 ASGIApp = Any
@@ -40,9 +41,12 @@ class RequestContextMiddleware:
     """Give each request an id (taken from X-Request-ID or made), log one access line,
     and turn any unhandled exception into a problem+json 500 without a traceback."""
 
-    def __init__(self, app: ASGIApp, *, access_log: AccessLog | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, access_log: AccessLog | None = None, metrics: HttpMetrics | None = None
+    ) -> None:
         self.app = app
         self.access_log = access_log
+        self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -76,15 +80,15 @@ class RequestContextMiddleware:
             if kind == "http" and not state[1]:
                 await _send_problem(send, 500, "internal error; see the server log", rid, (rid_header,))
         finally:
-            if self.access_log is not None and kind == "http":
-                self.access_log(
-                    scope["method"],
-                    scope["path"],
-                    state[0],
-                    round((time.perf_counter() - started) * 1000, 3),
-                    (scope.get("client") or ("", 0))[0],
-                    rid,
-                )
+            if kind == "http":
+                elapsed = time.perf_counter() - started
+                if self.metrics is not None:
+                    self.metrics.observe(scope, state[0], elapsed)
+                if self.access_log is not None:
+                    client = (scope.get("client") or ("", 0))[0]
+                    self.access_log(
+                        scope["method"], scope["path"], state[0], round(elapsed * 1000, 3), client, rid
+                    )
             request_id_var.reset(token)
 
 

@@ -42,7 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     home: str = "~/.serving"
     deployment_name: str | None = None
     server: Literal["hypercorn", "uvicorn"] = "hypercorn"
-    runtime: str = "memory"
+    runtime: str = "realtime"
     step_threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
     max_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 64
     max_queue: Annotated[int, msgspec.Meta(ge=0)] = 1024
@@ -52,10 +52,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cancel_on_disconnect: bool = True
     sse_ping: Seconds = 15.0
     max_wait: Seconds = 60.0
+    capture_url: str | None = None  # default: sqlite:///$SERVING_HOME/runs.db
+    capture_max_bytes: Annotated[int, msgspec.Meta(ge=16)] = 4096
+    capture_queue_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    capture_batch_size: Annotated[int, msgspec.Meta(ge=1)] = 500
+    capture_batch_interval: Seconds = 0.25
+    capture_code: bool | None = None  # None: as the pipeline's Capture says
+    capture_logs: bool | None = None
+    capture_metadata: bool | None = None
+    capture_visualizations: bool | None = None
+    capture_metrics: bool | None = None
+    capture_memory_only: bool | None = None
+    cache_ttl: Seconds = 300.0
+    cache_size: Annotated[int, msgspec.Meta(ge=0)] = 1024
 
     @property
     def home_path(self) -> Path:
         return Path(self.home).expanduser()
+
+    @property
+    def effective_capture_url(self) -> str:
+        return self.capture_url or f"sqlite:///{self.home_path / 'runs.db'}"
+
+    @property
+    def capture_overrides(self) -> dict[str, bool]:
+        """SERVING_CAPTURE_<OPTION> values that override the pipeline's Capture."""
+        names = ("code", "logs", "metadata", "visualizations", "metrics", "memory_only")
+        return {n: v for n in names if (v := getattr(self, f"capture_{n}")) is not None}
 
     def redacted(self) -> dict[str, Any]:
         """Settings as shown by /status: secrets replaced, never echoed."""

@@ -535,7 +535,7 @@ def test_info(weather: Any, client: httpx.Client) -> None:
     assert steps["get_weather"]["upstream"] == []
     assert steps["get_weather"]["retries"] == 2
     assert steps["analyze_weather"]["upstream"] == ["get_weather"]
-    assert info["runtime"] == "memory"
+    assert info["runtime"] == "realtime"
     input_schema = info["input_schema"]
     props = input_schema["$defs"]["PipelineInput"]["properties"]
     assert props["city"]["type"] == "string"
@@ -551,7 +551,7 @@ def test_status_shows_settings(hello: Any, client: httpx.Client) -> None:
     assert r.status_code == 200
     status = r.json()
     assert status["pipeline"] == "hello"
-    assert status["runtime"] == "memory"
+    assert status["runtime"] == "realtime"
     assert status["ready"] is True
     assert status["draining"] is False
     settings = status["settings"]

@@ -143,7 +143,7 @@ def test_load_settings_defaults() -> None:
     assert s.port == 8000
     assert s.host == "127.0.0.1"
     assert s.server == "hypercorn"
-    assert s.runtime == "memory"
+    assert s.runtime == "realtime"
     assert s.auth_key is None
     assert s.max_body_bytes == 16 * 1024 * 1024
 

@@ -1,0 +1,165 @@
+"""The capture publisher: records in, batches out, never on the request path.
+
+`publish()` appends to a bounded deque and returns; it never awaits and never blocks.
+A background task drains the deque in batches (`batch_size` records, or whatever
+arrived within `batch_interval` seconds, whichever comes first) and writes each batch
+to the sink in one dedicated writer thread. A full queue drops the record and counts
+it (with a rate-limited warning); a failing sink trips the circuit breaker. `stop()`
+flushes everything still queued before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+
+from capture import metrics
+from capture.breaker import BreakerState, CircuitBreaker
+from capture.records import Record
+from capture.sinks import Sink
+
+log = structlog.get_logger("capture")
+
+
+class _RateLimited:
+    """At most one warning per `interval` seconds per key, with the count suppressed."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = collections.defaultdict(int)
+
+    def warn(self, key: str, event: str, **fields: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.interval:
+            self._suppressed[key] += 1
+            return
+        self._last[key] = now
+        log.warning(event, suppressed_since_last=self._suppressed.pop(key, 0), **fields)
+
+
+class Publisher:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        max_queue: int = 10_000,
+        batch_size: int = 500,
+        batch_interval: float = 0.25,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.sink = sink
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.batch_interval = batch_interval
+        self.breaker = breaker or CircuitBreaker()
+        self.written = 0
+        self.dropped = 0
+        self._queue: collections.deque[Record] = collections.deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="capture-writer")
+        self._warn = _RateLimited()
+        self._closing = False
+        metrics.queue_depth.set_function(lambda: len(self._queue))
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def publish(self, record: Record) -> bool:
+        """Queue a record; False (and counted) when the queue is full. Never blocks."""
+        if len(self._queue) >= self.max_queue:
+            self._drop(1, "queue_full")
+            self._warn.warn("queue_full", "capture_queue_full", max_queue=self.max_queue)
+            return False
+        self._queue.append(record)
+        if len(self._queue) >= self.batch_size:
+            self._wake.set()
+        return True
+
+    def _drop(self, count: int, reason: str) -> None:
+        self.dropped += count
+        metrics.dropped_total.labels(reason).inc(count)
+
+    async def start(self) -> None:
+        """Open the sink (in the writer thread) and start draining; raises if it cannot open."""
+        await asyncio.get_running_loop().run_in_executor(self._writer, self.sink.open)
+        self._task = asyncio.create_task(self._drain_forever(), name="capture:publisher")
+
+    async def _drain_forever(self) -> None:
+        while not self._closing:
+            if len(self._queue) < self.batch_size:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.batch_interval):
+                        await self._wake.wait()
+            await self._flush_once()
+
+    async def _flush_once(self) -> None:
+        if not self._queue:
+            return
+        size = min(self.batch_size, len(self._queue))
+        batch = [self._queue.popleft() for _ in range(size)]
+        await self._write(batch)
+
+    async def _write(self, batch: list[Record]) -> None:
+        if not self.breaker.allow():
+            self._drop(len(batch), "breaker_open")
+            return
+        started = time.perf_counter()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self.sink.write, batch)
+        except Exception as exc:
+            self.breaker.failure(f"{type(exc).__name__}: {exc}")
+            self._drop(len(batch), "sink_error")
+            self._warn.warn(
+                "sink_error",
+                "capture_sink_failed",
+                sink=self.sink.name,
+                error=f"{type(exc).__name__}: {exc}",
+                breaker=self.breaker.state.value,
+            )
+        else:
+            if self.breaker.state is not BreakerState.closed:
+                log.info("capture_sink_recovered", sink=self.sink.name)
+            self.breaker.success()
+            self.written += len(batch)
+            metrics.events_total.inc(len(batch))
+            metrics.batch_seconds.observe(time.perf_counter() - started)
+        finally:
+            metrics.breaker_open.set(0 if self.breaker.state is BreakerState.closed else 1)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Flush everything queued (bounded by `timeout`), then close the sink."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task  # lets a batch being written finish and be counted
+            self._task = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._queue:
+                    await self._flush_once()
+        if self._queue:
+            self._drop(len(self._queue), "shutdown_timeout")
+            log.warning("capture_not_flushed", dropped=len(self._queue))
+            self._queue.clear()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self.sink.close)
+        self._writer.shutdown(wait=False)
+        log.info("capture_flushed", written=self.written, dropped=self.dropped)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "sink": self.sink.name,
+            "queued": len(self._queue),
+            "written": self.written,
+            "dropped": self.dropped,
+            "breaker": self.breaker.snapshot(),
+        }

@@ -1,0 +1,74 @@
+"""What capture writes: one `RunRecord` per run (with its steps), one `CodeRecord` per
+pipeline version. Typed Structs so every sink encodes the same thing the same way.
+
+A run is one record, not one per event, because the publisher sits beside the request
+path: one append per request is the budget.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class LogLine(msgspec.Struct, array_like=True, frozen=True):
+    """One line a step printed or logged: (unix time, level, message)."""
+
+    ts: float
+    level: str
+    message: str
+
+
+class Artifact(msgspec.Struct, frozen=True, kw_only=True):
+    """A visualization a step returned or attached: html, markdown, svg or png (base64)."""
+
+    name: str
+    kind: str
+    content: str
+
+
+class StepRecord(msgspec.Struct, kw_only=True):
+    step_id: str
+    step_name: str
+    status: str  # completed | failed | canceled | cached
+    started_at: float
+    finished_at: float
+    duration: float
+    attempts: int = 1
+    input_preview: str | None = None
+    output_preview: str | None = None
+    error: str | None = None
+    logs: list[LogLine] = []
+    artifacts: list[Artifact] = []
+
+
+class RunRecord(msgspec.Struct, kw_only=True, tag="run"):
+    run_id: str
+    run_name: str
+    pipeline: str
+    pipeline_version: str
+    status: str  # completed | failed | timed_out | canceled
+    started_at: float
+    finished_at: float
+    duration: float
+    parameters: str | None = None  # JSON preview, secrets redacted
+    output_preview: str | None = None
+    error: str | None = None
+    deployment: str | None = None
+    steps: list[StepRecord] = []
+
+
+class StepCode(msgspec.Struct, frozen=True, kw_only=True):
+    step_name: str
+    source: str | None
+    docstring: str | None
+
+
+class CodeRecord(msgspec.Struct, kw_only=True, tag="code"):
+    """A pipeline's step code, stored once per version (the hash of all its sources)."""
+
+    pipeline: str
+    pipeline_version: str
+    steps: list[StepCode]
+
+
+Record = RunRecord | CodeRecord

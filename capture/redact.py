@@ -1,0 +1,48 @@
+"""Previews of values for the run store: JSON, truncated, with secret-looking keys hidden."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+SECRET_KEY = re.compile(
+    r"pass(word|wd)?|secret|token|api[-_]?key|auth(orization)?|credential|private[-_]?key", re.I
+)
+REDACTED = "***"
+TRUNCATED = "…[truncated]"
+
+_encoder = msgspec.json.Encoder()
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if isinstance(k, str) and SECRET_KEY.search(k) else _redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_redact(v) for v in value]
+    return value
+
+
+def preview(value: Any, max_bytes: int) -> str:
+    """A JSON preview of `value`, secret-looking keys replaced, cut at `max_bytes`.
+
+    Values JSON cannot carry are shown by their repr. Never raises: capture must not
+    fail a run.
+    """
+    try:
+        builtins = msgspec.to_builtins(value, str_keys=True)
+    except (TypeError, ValueError, OverflowError):
+        text = repr(value)
+    else:
+        try:
+            text = _encoder.encode(_redact(builtins)).decode()
+        except (TypeError, ValueError, OverflowError):
+            text = repr(value)
+    if len(text) > max_bytes:
+        cut = text.encode()[:max_bytes].decode(errors="ignore")
+        return cut + TRUNCATED
+    return text

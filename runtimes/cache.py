@@ -1,0 +1,62 @@
+"""The in-process step-result cache behind `@step(cache=True)` (Realtime runtime).
+
+Keyed by the step's name, a hash of its source, and its inputs encoded with msgpack;
+entries live `ttl` seconds and the least recently used go first beyond `max_size`.
+Inputs msgpack cannot encode make the call uncacheable (a miss), never an error. A
+cached value is shared between runs: steps marked cacheable should return values
+that nobody mutates.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter
+
+hits_total = Counter("serving_cache_hits_total", "Step results served from the step cache", ["step"])
+misses_total = Counter("serving_cache_misses_total", "Cacheable step calls that ran the step", ["step"])
+
+_encoder = msgspec.msgpack.Encoder()
+_MISS = (False, None)
+
+
+class StepCache:
+    def __init__(self, ttl: float = 300.0, max_size: int = 1024) -> None:
+        self.ttl = ttl
+        self.max_size = max_size
+        self._entries: collections.OrderedDict[tuple[str, bytes], tuple[float, Any]] = (
+            collections.OrderedDict()
+        )
+
+    def key(self, step: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple[str, bytes] | None:
+        try:
+            return (step.name, _encoder.encode((step.code_hash, args, sorted(kwargs.items()))))
+        except (TypeError, ValueError, OverflowError):
+            return None
+
+    def get(self, key: tuple[str, bytes] | None) -> tuple[bool, Any]:
+        if key is None:
+            return _MISS
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            if entry is not None:
+                del self._entries[key]
+            misses_total.labels(key[0]).inc()
+            return _MISS
+        self._entries.move_to_end(key)
+        hits_total.labels(key[0]).inc()
+        return True, entry[1]
+
+    def put(self, key: tuple[str, bytes] | None, value: Any) -> None:
+        if key is None:
+            return
+        self._entries[key] = (time.monotonic() + self.ttl, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)

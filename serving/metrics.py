@@ -1,0 +1,97 @@
+"""`/metrics`: Prometheus text format, HTTP metrics recorded by the request middleware.
+
+Route labels are route templates (`/jobs/{job_id}`), never raw paths, and unknown
+paths share the label `unmatched`: label cardinality stays bounded whatever clients
+send. Label children are cached so recording costs a dict lookup and two increments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from jobs import JobManager, JobStatus
+
+requests_total = Counter(
+    "serving_requests_total",
+    "HTTP requests by method, route template and status",
+    ["method", "route", "status"],
+)
+request_duration = Histogram(
+    "serving_request_duration_seconds",
+    "HTTP request duration by route template",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+class HttpMetrics:
+    """Records one request; called by RequestContextMiddleware after the response."""
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
+
+    def observe(self, scope: dict[str, Any], status: int, seconds: float) -> None:
+        route_obj = scope.get("route")
+        if route_obj is not None:
+            route = getattr(route_obj, "path", "unmatched")
+        elif scope["path"] == "/invoke":
+            route = "/invoke"  # served by the fast path, which does not go through the router
+        else:
+            route = "unmatched"
+        method = scope.get("method", "GET")
+        if method not in _METHODS:
+            method = "OTHER"
+        key = (method, route, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = requests_total.labels(method, route, str(status))
+        counter.inc()
+        histogram = self._histograms.get(route)
+        if histogram is None:
+            histogram = self._histograms[route] = request_duration.labels(route)
+        histogram.observe(seconds)
+
+
+class JobsCollector(Collector):
+    """Gauges read at scrape time from the job manager: no bookkeeping per request."""
+
+    def __init__(self, manager: JobManager) -> None:
+        self.manager = manager
+
+    def collect(self) -> Any:
+        jobs = GaugeMetricFamily("serving_jobs", "Jobs kept, by status", labels=["status"])
+        counts = self.manager.status_counts()
+        for status in JobStatus:
+            jobs.add_metric([status.value], counts.get(status, 0))
+        yield jobs
+        yield GaugeMetricFamily(
+            "serving_queue_depth", "Invocations waiting for a slot", value=self.manager.limiter.queued
+        )
+        yield GaugeMetricFamily(
+            "serving_inflight", "Invocations running now (sync and async)", value=self.manager.limiter.running
+        )
+
+
+_collector: JobsCollector | None = None
+
+
+def register_jobs_collector(manager: JobManager) -> None:
+    """One collector per process, pointing at the current app's manager."""
+    global _collector
+    if _collector is None:
+        _collector = JobsCollector(manager)
+        REGISTRY.register(_collector)
+    else:
+        _collector.manager = manager
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
