@@ -60,14 +60,17 @@ class _StepLogHandler(logging.Handler):
         scope.logs.append(LogLine(record.created, record.levelname.lower(), message[:MAX_LINE]))
 
 
+_NOT_MESSAGE = frozenset({"event", "run_id", "step", "level", "timestamp", "request_id", "logger"})
+
+
 def structlog_processor(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     scope = current_step.get()
     if scope is None:
         return event
     event.setdefault("run_id", scope.run_id)
     event.setdefault("step", scope.step_id)
-    if scope.logs is not None:
-        extra = {k: v for k, v in event.items() if k not in ("event", "run_id", "step", "level", "timestamp")}
+    if scope.logs is not None and "_record" not in event:  # stdlib records: the handler has them
+        extra = {k: v for k, v in event.items() if k not in _NOT_MESSAGE and not k.startswith("_")}
         text = str(event.get("event", ""))
         if extra:
             text += " " + " ".join(f"{k}={v!r}" for k, v in extra.items())

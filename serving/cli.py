@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, help="SERVING_PORT")
     srv.add_argument("--server", choices=["hypercorn", "uvicorn"], help="SERVING_SERVER")
     srv.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="SERVING_LOG_LEVEL")
+    from serving import runs_cli
+
+    runs_cli.add_parser(sub)
     return parser
 
 
@@ -119,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in (None, "serve"):
         overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
         return serve(overrides)
+    if args.command == "runs":
+        from serving import runs_cli
+
+        try:
+            settings = load_settings()
+        except SettingsError as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        return runs_cli.main(args, settings)
     parser.print_help()  # pragma: no cover - every subcommand is handled above
     return EXIT_USAGE
 

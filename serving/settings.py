@@ -72,7 +72,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     @property
     def effective_capture_url(self) -> str:
-        return self.capture_url or f"sqlite:///{self.home_path / 'runs.db'}"
+        return self.capture_url or f"sqlite://{(self.home_path / 'runs.db').resolve()}"
 
     @property
     def capture_overrides(self) -> dict[str, bool]:

@@ -1,0 +1,173 @@
+"""`serving runs list|show`: read the capture store back as readable tables."""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from serving.settings import Settings
+
+
+class RunsError(Exception):
+    """One clear line for the user; the CLI exits 1."""
+
+
+def _db_path(settings: Settings, override: str | None) -> Path:
+    url = override or settings.effective_capture_url
+    if url.startswith("sqlite://"):
+        url = url[len("sqlite://") :]
+    elif "://" in url or url.startswith("jsonl:"):
+        raise RunsError(f"the capture store {url!r} is not SQLite; `serving runs` reads SQLite stores only")
+    path = Path(url).expanduser().resolve()
+    if not path.is_file():
+        raise RunsError(f"no capture store at {path} (nothing captured yet, or SERVING_CAPTURE_URL differs)")
+    return path
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+_STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "canceled": "yellow",
+    "cached": "cyan",
+}
+
+
+def _status(value: str) -> str:
+    return f"[{_STATUS_STYLE.get(value, 'white')}]{value}[/]"
+
+
+def list_runs(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    where, params = [], []
+    if args.status:
+        where.append("status = ?")
+        params.append(args.status)
+    if args.pipeline:
+        where.append("pipeline = ?")
+        params.append(args.pipeline)
+    sql = "SELECT run_id, run_name, pipeline, status, started_at, duration, error FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY started_at DESC LIMIT ?"
+    params.append(args.limit)
+    with _connect(_db_path(settings, args.db)) as conn:
+        rows = conn.execute(sql, params).fetchall()
+    table = Table(title=f"Runs ({len(rows)} shown, newest first)", title_justify="left")
+    table.add_column("RUN ID", no_wrap=True)
+    table.add_column("PIPELINE")
+    table.add_column("STATUS")
+    table.add_column("STARTED (UTC)", no_wrap=True)
+    table.add_column("DURATION", justify="right")
+    for row in rows:
+        table.add_row(row["run_id"][:12], row["pipeline"], _status(row["status"]), _when(row["started_at"]),
+                      _secs(row["duration"]))  # fmt: skip
+    console.print(table)
+    return 0
+
+
+def show_run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    with _connect(_db_path(settings, args.db)) as conn:
+        runs = conn.execute("SELECT * FROM runs WHERE run_id LIKE ? || '%'", (args.run_id,)).fetchall()
+        if not runs:
+            raise RunsError(f"no run with id {args.run_id!r}")
+        if len(runs) > 1:
+            raise RunsError(f"{args.run_id!r} matches {len(runs)} runs; give more of the id")
+        run = runs[0]
+        steps = conn.execute(
+            "SELECT * FROM step_runs WHERE run_id = ? ORDER BY started_at", (run["run_id"],)
+        ).fetchall()
+        logs = conn.execute(
+            "SELECT step_id, ts, level, message FROM step_logs WHERE run_id = ? ORDER BY ts, seq",
+            (run["run_id"],),
+        ).fetchall()
+        artifacts = conn.execute(
+            "SELECT step_id, name, kind, length(content) AS size FROM artifacts WHERE run_id = ?",
+            (run["run_id"],),
+        ).fetchall()
+    head = Table.grid(padding=(0, 2))
+    for label, value in (
+        ("Run", f"{run['run_name']} ({run['run_id']})"),
+        ("Pipeline", f"{run['pipeline']} (version {run['pipeline_version']})"),
+        ("Status", _status(run["status"])),
+        ("Started", _when(run["started_at"])),
+        ("Duration", _secs(run["duration"])),
+        ("Parameters", run["parameters"] or "-"),
+        ("Outputs", run["output_preview"] or "-"),
+        ("Error", run["error"] or "-"),
+    ):
+        head.add_row(f"[bold]{label}[/]", value)
+    console.print(head)
+    table = Table(title="Steps", title_justify="left")
+    for column in ("STEP", "STATUS", "DURATION", "ATTEMPTS", "ERROR"):
+        table.add_column(column)
+    for s in steps:
+        table.add_row(
+            s["step_id"], _status(s["status"]), _secs(s["duration"]), str(s["attempts"]), s["error"] or ""
+        )
+    console.print(table)
+    if logs:
+        log_table = Table(title="Logs", title_justify="left")
+        for column in ("STEP", "TIME (UTC)", "LEVEL", "MESSAGE"):
+            log_table.add_column(column)
+        for line in logs:
+            log_table.add_row(line["step_id"], _when(line["ts"]), line["level"], line["message"])
+        console.print(log_table)
+    if artifacts:
+        art = Table(title="Visualizations", title_justify="left")
+        for column in ("STEP", "NAME", "KIND", "SIZE"):
+            art.add_column(column)
+        for a in artifacts:
+            art.add_row(a["step_id"], a["name"], a["kind"], f"{a['size']} B")
+        console.print(art)
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    runs = sub.add_parser("runs", help="inspect captured runs (the SQLite capture store)")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    ls = runs_sub.add_parser("list", help="recent runs, newest first")
+    ls.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    ls.add_argument("--status", choices=["completed", "failed", "timed_out", "canceled"])
+    ls.add_argument("--pipeline", help="only this pipeline")
+    ls.add_argument("--db", help="capture store (default: SERVING_CAPTURE_URL or $SERVING_HOME/runs.db)")
+    show = runs_sub.add_parser("show", help="one run: steps, timings, logs, errors")
+    show.add_argument("run_id", help="run id (a unique prefix is enough)")
+    show.add_argument("--db", help="capture store (default: SERVING_CAPTURE_URL or $SERVING_HOME/runs.db)")
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    console = Console()
+    try:
+        if args.runs_command == "list":
+            return list_runs(args, settings, console)
+        return show_run(args, settings, console)
+    except RunsError as exc:
+        Console(stderr=True).print(f"serving: error: {exc}", highlight=False, markup=False)
+        return 1
+    except sqlite3.Error as exc:
+        Console(stderr=True).print(f"serving: error: cannot read the capture store: {exc}", markup=False)
+        return 1
