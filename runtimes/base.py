@@ -26,6 +26,8 @@ class RuntimeOptions(msgspec.Struct, frozen=True, kw_only=True):
     capture_queue_size: int = 10_000
     capture_batch_size: int = 500
     capture_batch_interval: float = 0.25
+    capture_breaker_failures: int = 5
+    capture_breaker_cooldown: float = 10.0
     capture_overrides: dict[str, bool] = {}
     cache_ttl: float = 300.0
     cache_size: int = 1024

@@ -18,6 +18,7 @@ import structlog
 from prometheus_client import Histogram
 
 from capture import Capture
+from capture.breaker import CircuitBreaker
 from capture.publisher import Publisher
 from capture.records import CodeRecord, RunRecord, StepCode, StepRecord
 from capture.redact import preview
@@ -112,6 +113,9 @@ class RealtimeRuntime:
             max_queue=o.capture_queue_size,
             batch_size=o.capture_batch_size,
             batch_interval=o.capture_batch_interval,
+            breaker=CircuitBreaker(
+                failure_threshold=o.capture_breaker_failures, cooldown=o.capture_breaker_cooldown
+            ),
         )
         self._versions: dict[int, str] = {}
 

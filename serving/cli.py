@@ -85,6 +85,8 @@ def runtime_options(settings: Any) -> Any:
         capture_queue_size=settings.capture_queue_size,
         capture_batch_size=settings.capture_batch_size,
         capture_batch_interval=settings.capture_batch_interval,
+        capture_breaker_failures=settings.capture_breaker_failures,
+        capture_breaker_cooldown=settings.capture_breaker_cooldown,
         capture_overrides=settings.capture_overrides,
         cache_ttl=settings.cache_ttl,
         cache_size=settings.cache_size,
