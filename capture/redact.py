@@ -10,6 +10,7 @@ import msgspec
 SECRET_KEY = re.compile(
     r"pass(word|wd)?|secret|token|api[-_]?key|auth(orization)?|credential|private[-_]?key", re.I
 )
+_SECRET_BYTES = re.compile(SECRET_KEY.pattern.encode(), re.I)
 REDACTED = "***"
 TRUNCATED = "…[truncated]"
 
@@ -30,19 +31,23 @@ def _redact(value: Any) -> Any:
 def preview(value: Any, max_bytes: int) -> str:
     """A JSON preview of `value`, secret-looking keys replaced, cut at `max_bytes`.
 
-    Values JSON cannot carry are shown by their repr. Never raises: capture must not
-    fail a run.
+    Encodes first and redacts only when the JSON mentions a secret-looking word, so
+    the common case costs one encode and one regex scan. Values JSON cannot carry are
+    shown by their repr. Never raises: capture must not fail a run.
     """
     try:
-        builtins = msgspec.to_builtins(value, str_keys=True)
+        data = _encoder.encode(value)
     except (TypeError, ValueError, OverflowError):
         text = repr(value)
     else:
-        try:
-            text = _encoder.encode(_redact(builtins)).decode()
-        except (TypeError, ValueError, OverflowError):
-            text = repr(value)
+        if _SECRET_BYTES.search(data) is not None:
+            try:
+                data = _encoder.encode(_redact(msgspec.to_builtins(value, str_keys=True)))
+            except (TypeError, ValueError, OverflowError):
+                return REDACTED
+        if len(data) > max_bytes:
+            return data[:max_bytes].decode(errors="ignore") + TRUNCATED
+        return data.decode()
     if len(text) > max_bytes:
-        cut = text.encode()[:max_bytes].decode(errors="ignore")
-        return cut + TRUNCATED
+        return text.encode()[:max_bytes].decode(errors="ignore") + TRUNCATED
     return text

@@ -153,10 +153,10 @@ class JobManager:
             try:
                 result = await self.runtime.run(self.pipeline, params, run_name=run_name, timeout=timeout)
             except asyncio.CancelledError:
-                metrics.invocations_total.labels("sync", "canceled").inc()
+                metrics.count_invocation("sync", "canceled")
                 raise
             self.limiter.record(result.execution_time)
-            metrics.invocations_total.labels("sync", result.status.value).inc()
+            metrics.count_invocation("sync", result.status.value)
             metrics.invocation_duration.observe(result.execution_time)
             return result
         finally:
@@ -294,7 +294,7 @@ class JobManager:
         job.status = status
         job.finished_at = utc_now()
         outcome = status.value if result is None else result.status.value
-        metrics.invocations_total.labels("async", outcome).inc()
+        metrics.count_invocation("async", outcome)
         if result is not None:
             metrics.invocation_duration.observe(result.execution_time)
         if result is not None:

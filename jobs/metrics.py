@@ -17,3 +17,14 @@ invocation_duration = Histogram(
     "Run time of finished invocations (excluding time queued)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+
+
+_children: dict[tuple[str, str], object] = {}
+
+
+def count_invocation(mode: str, outcome: str) -> None:
+    """`invocations_total.labels(...).inc()` with the label child cached (hot path)."""
+    child = _children.get((mode, outcome))
+    if child is None:
+        child = _children[(mode, outcome)] = invocations_total.labels(mode, outcome)
+    child.inc()  # type: ignore[attr-defined]

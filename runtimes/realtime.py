@@ -42,6 +42,16 @@ step_duration = Histogram(
 )
 
 
+_histograms: dict[str, Any] = {}
+
+
+def _step_histogram(step: str) -> Any:
+    child = _histograms.get(step)
+    if child is None:
+        child = _histograms[step] = step_duration.labels(step)
+    return child
+
+
 def pipeline_version(pipeline: Pipeline) -> str:
     """A hash of the pipeline's and its steps' sources: a new version when code changes."""
     digest = hashlib.sha256(pipeline.name.encode())
@@ -74,7 +84,7 @@ class _RunCapture:
         duration: float,
     ) -> None:
         if self.capture.metrics and status in ("completed", "failed"):
-            step_duration.labels(node.step.name).observe(duration)
+            _step_histogram(node.step.name).observe(duration)
         record = StepRecord(
             step_id=node.id,
             step_name=node.step.name,
