@@ -61,7 +61,9 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(data), status, media_type="application/json")
 
 
-def pipeline_info(pipeline: Pipeline, settings: Settings, runtime: Runtime) -> dict[str, Any]:
+def pipeline_info(
+    pipeline: Pipeline, settings: Settings, runtime: Runtime, identity: InvocationMetadata
+) -> dict[str, Any]:
     return {
         "pipeline": {
             "name": pipeline.name,
@@ -82,7 +84,12 @@ def pipeline_info(pipeline: Pipeline, settings: Settings, runtime: Runtime) -> d
         ],
         "input_schema": pipeline.input_schema(),
         "output_schema": pipeline.output_schema(),
-        "deployment": {"name": settings.deployment_name, "id": None},
+        "deployment": {
+            "name": identity.deployment_name,
+            "id": identity.deployment_id,
+            "snapshot_name": identity.snapshot_name,
+            "snapshot_id": identity.snapshot_id,
+        },
         "capture": msgspec.structs.asdict(pipeline.capture),
         "runtime": runtime.name,
         "version": serving.__version__,
@@ -122,7 +129,17 @@ class ServingApp:
             await self._chain(scope, receive, send)
 
 
-def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> ServingApp:
+def create_app(
+    pipeline: Pipeline,
+    runtime: Runtime,
+    settings: Settings,
+    identity: InvocationMetadata | None = None,
+) -> ServingApp:
+    """Wire one pipeline to one runtime. `identity` carries the deployment and snapshot
+    ids and names when the daemon serves a registered deployment."""
+    identity = identity or InvocationMetadata(
+        deployment_name=settings.deployment_name, pipeline_name=pipeline.name
+    )
     state = AppState()
     manager = JobManager(
         pipeline,
@@ -134,12 +151,12 @@ def create_app(pipeline: Pipeline, runtime: Runtime, settings: Settings) -> Serv
             max_jobs=settings.max_jobs,
             events_max=settings.job_events_max,
         ),
-        metadata=InvocationMetadata(deployment_name=settings.deployment_name, pipeline_name=pipeline.name),
+        metadata=identity,
     )
     jobs_api = JobsAPI(manager, settings, state.shutdown)
     register_jobs_collector(manager)
     invoke = InvokeEndpoint(pipeline, manager, settings)
-    info = pipeline_info(pipeline, settings, runtime)
+    info = pipeline_info(pipeline, settings, runtime, identity)
     openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
 
     async def health(request: Request) -> Response:

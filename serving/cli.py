@@ -32,6 +32,12 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     log = structlog.get_logger("serving.cli")
+    identity = None
+    if settings.deployment:
+        try:
+            settings, identity = _deployment_settings(settings)
+        except Exception as exc:  # RegistryError and friends: one line
+            return _fail(f"SERVING_DEPLOYMENT={settings.deployment!r}: {exc}", EXIT_USAGE)
     if not settings.pipeline:
         return _fail(
             "SERVING_PIPELINE is not set; name a pipeline as 'package.module:attr' or 'path/to/file.py:attr'",
@@ -65,7 +71,7 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
     from serving.server import ServerStartError, run_server
 
     try:
-        app = create_app(pipeline, runtime, settings)
+        app = create_app(pipeline, runtime, settings, identity)
     except Exception as exc:  # e.g. a type no schema can describe: one line, not a traceback
         log.debug("app_build_failed", exc_info=exc)
         return _fail(f"cannot serve pipeline '{pipeline.name}': {type(exc).__name__}: {exc}", EXIT_USAGE)
@@ -73,6 +79,35 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         return run_server(app, settings)
     except ServerStartError as exc:
         return _fail(str(exc), EXIT_FAILED)
+
+
+def _deployment_settings(settings: Any) -> tuple[Any, Any]:
+    """Settings and identity of a registered deployment: its snapshot's code, its auth
+    key and its names; explicit SERVING_* variables still win."""
+    import msgspec
+
+    from jobs import InvocationMetadata
+    from serving.registry import Registry
+
+    registry = Registry(settings.home_path)
+    dep = registry.get_deployment(settings.deployment)
+    snap = registry.get_snapshot(dep.snapshot_id)
+    if snap.workdir not in sys.path:
+        sys.path.insert(0, snap.workdir)  # the snapshot's sibling modules stay importable
+    settings = msgspec.structs.replace(
+        settings,
+        pipeline=snap.source,
+        auth_key=settings.auth_key or dep.auth_key,
+        deployment_name=settings.deployment_name or dep.name,
+    )
+    identity = InvocationMetadata(
+        deployment_id=dep.id,
+        deployment_name=dep.name,
+        snapshot_id=snap.id,
+        snapshot_name=snap.name,
+        pipeline_name=snap.pipeline_name,
+    )
+    return settings, identity
 
 
 def runtime_options(settings: Any) -> Any:

@@ -41,6 +41,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     drain_delay: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     home: str = "~/.serving"
     deployment_name: str | None = None
+    deployment: str | None = None  # a registered deployment (name or id) to serve
     server: Literal["hypercorn", "uvicorn"] = "hypercorn"
     runtime: str = "realtime"
     step_threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
@@ -117,7 +118,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             continue
         name = key[len(PREFIX) :].lower()
         if name not in fields:
-            continue  # other tools share the prefix (SERVING_DEPLOYMENT is the CLI's)
+            continue  # not ours: ignore rather than fail, other tools may share the prefix
         value = raw.strip()
         if not value:
             # Empty means "not set": the default, or None where None is allowed.
