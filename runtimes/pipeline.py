@@ -279,6 +279,16 @@ class Pipeline:
     def output_schema(self) -> dict[str, Any]:
         return msgspec.json.schema(self.output_type, schema_hook=any_json_schema)
 
+    # -- deploying ----------------------------------------------------------------------
+
+    deploy_hook: Any = None  # installed by `serving` (runtimes never imports it)
+
+    def deploy(self, deployment_name: str, **options: Any) -> Any:
+        """Snapshot this pipeline and run it as a deployment (see serving.sdk)."""
+        if Pipeline.deploy_hook is None:
+            raise RuntimeError("deploying needs the serving package: import serving first")
+        return Pipeline.deploy_hook(self, deployment_name, **options)
+
     # -- running in-process -----------------------------------------------------------
 
     def __call__(self, **params: Any) -> Any:

@@ -147,15 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, help="SERVING_PORT")
     srv.add_argument("--server", choices=["hypercorn", "uvicorn"], help="SERVING_SERVER")
     srv.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="SERVING_LOG_LEVEL")
-    from serving import runs_cli
+    from serving import deploy_cli, runs_cli
 
     runs_cli.add_parser(sub)
+    deploy_cli.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in (None, "serve"):
         overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
         return serve(overrides)
@@ -167,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as exc:
             return _fail(str(exc), EXIT_USAGE)
         return runs_cli.main(args, settings)
+    if args.command in ("pipeline", "deployment"):
+        from serving import deploy_cli
+
+        return deploy_cli.run(args, extra)
     parser.print_help()  # pragma: no cover - every subcommand is handled above
     return EXIT_USAGE
 

@@ -1,0 +1,439 @@
+"""`serving pipeline ...` and `serving deployment ...`: snapshots and deployments.
+
+Exit status: 0 done, 1 the operation failed, 2 a usage error. Every error is one line.
+Long waits show a spinner on stderr; results go to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from serving.client import ServingError
+from serving.deployers import DeployError
+from serving.deployments import Deployments
+from serving.loader import PipelineLoadError
+from serving.registry import Deployment, DeploymentStatus, RegistryError, Snapshot
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+_STYLE = {"RUNNING": "green", "PENDING": "yellow", "ERROR": "red", "ABSENT": "dim", "UNKNOWN": "magenta"}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _status(value: str) -> str:
+    return f"[{_STYLE.get(value, 'white')}]{value}[/]"
+
+
+class _Spinner:
+    """Progress for long waits: a live status line on a terminal, plain lines otherwise."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self._status: Any = None
+        self._last = ""
+
+    def __enter__(self) -> Callable[[str], None]:
+        if err.is_terminal:
+            self._status = err.status(self.title)
+            self._status.__enter__()
+        else:
+            err.print(self.title, markup=False)
+        return self.update
+
+    def update(self, message: str) -> None:
+        if self._status is not None:
+            self._status.update(f"{self.title}: {message}")
+        elif message.split(" (")[0] != self._last:  # keep logs short: no per-tick lines
+            self._last = message.split(" (")[0]
+            err.print(f"  {message}", markup=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+
+# -- pipeline ... ---------------------------------------------------------------------------
+
+
+def cmd_pipeline_deploy(svc: Deployments, a: argparse.Namespace) -> int:
+    with _Spinner(f"deploying {a.name!r}") as progress:
+        dep = svc.deploy(
+            a.source,
+            a.name,
+            port=a.port,
+            auth_key=a.auth_key,
+            generate_auth_key=a.generate_auth_key,
+            update=a.update,
+            flavor=a.flavor,
+            progress=progress,
+        )
+    _deployed(dep)
+    return EXIT_OK
+
+
+def _deployed(dep: Deployment) -> None:
+    out.print(f"Deployment [bold]{dep.name}[/] is {_status(dep.status)} at {dep.url}")
+    if dep.auth_key:
+        out.print("It requires a bearer token: `serving deployment describe --show-secret " + dep.name + "`")
+    out.print(f"Try: serving deployment describe {dep.name}")
+
+
+def cmd_snapshot_create(svc: Deployments, a: argparse.Namespace) -> int:
+    snap = svc.create_snapshot(a.name, a.source)
+    out.print(
+        f"Snapshot [bold]{snap.name}[/] ({snap.id}) of pipeline {snap.pipeline_name}, code {snap.code_hash}"
+    )
+    return EXIT_OK
+
+
+def cmd_snapshot_list(svc: Deployments, a: argparse.Namespace) -> int:
+    table = Table(title="Snapshots", title_justify="left")
+    for col in ("NAME", "PIPELINE", "CODE", "CREATED"):
+        table.add_column(col, overflow="fold")
+    for s in svc.registry.list_snapshots():
+        table.add_row(s.name, s.pipeline_name, s.code_hash[:8], _when(s.created_at))
+    out.print(table)
+    return EXIT_OK
+
+
+def cmd_snapshot_deploy(svc: Deployments, a: argparse.Namespace) -> int:
+    with _Spinner(f"deploying snapshot {a.snapshot!r} as {a.deployment!r}") as progress:
+        dep = svc.deploy_snapshot(
+            a.snapshot,
+            a.deployment,
+            port=a.port,
+            auth_key=a.auth_key,
+            generate_auth_key=a.generate_auth_key,
+            update=a.update,
+            flavor=a.flavor,
+            progress=progress,
+        )
+    _deployed(dep)
+    return EXIT_OK
+
+
+# -- deployment ... -------------------------------------------------------------------------
+
+
+def cmd_list(svc: Deployments, a: argparse.Namespace) -> int:
+    table = Table(title="Deployments", title_justify="left")
+    table.add_column("NAME", overflow="fold")
+    table.add_column("PIPELINE", overflow="fold")
+    table.add_column("URL", overflow="fold")
+    table.add_column("STATUS")
+    for dep in svc.list():
+        dep = svc.refresh(dep.id)
+        snap = _snapshot_or_none(svc, dep)
+        table.add_row(dep.name, snap.pipeline_name if snap else "?", dep.url or "-", _status(dep.status))
+    out.print(table)
+    return EXIT_OK
+
+
+def _snapshot_or_none(svc: Deployments, dep: Deployment) -> Snapshot | None:
+    try:
+        return svc.registry.get_snapshot(dep.snapshot_id)
+    except RegistryError:
+        return None
+
+
+def example_parameters(snap: Snapshot) -> dict[str, Any]:
+    body = snap.input_schema.get("$defs", {}).get("PipelineInput", {})
+    return {k: v.get("default") for k, v in body.get("properties", {}).items()}
+
+
+def cmd_describe(svc: Deployments, a: argparse.Namespace) -> int:
+    dep = svc.refresh(a.name)
+    snap = _snapshot_or_none(svc, dep)
+    grid = Table.grid(padding=(0, 2))
+    key = dep.auth_key if a.show_secret else ("set (--show-secret to print)" if dep.auth_key else "none")
+    rows = [
+        ("Deployment", f"{dep.name} ({dep.id})"),
+        ("Status", _status(dep.status)),
+        ("Pipeline", snap.pipeline_name if snap else "? (snapshot missing)"),
+        ("Snapshot", f"{snap.name} ({snap.id}), code {snap.code_hash}" if snap else dep.snapshot_id),
+        ("Source", snap.origin if snap else "?"),
+        ("Flavor", dep.flavor),
+        ("Endpoint", f"{dep.url}/invoke" if dep.url else "-"),
+        ("Docs", f"{dep.url}/docs" if dep.url else "-"),
+        ("Auth key", key or "none"),
+        ("PID", str(dep.flavor_data.get("pid") or "-")),
+        ("Logs", str(dep.flavor_data.get("log_path") or "-")),
+        ("Created", _when(dep.created_at)),
+        ("Updated", _when(dep.updated_at)),
+    ]
+    for label, value in rows:
+        grid.add_row(f"[bold]{label}[/]", value)
+    out.print(grid)
+    if snap is not None:
+        params = example_parameters(snap)
+        cli_args = " ".join(
+            f"--{k}={shlex.quote(json.dumps(v) if not isinstance(v, str) else v)}" for k, v in params.items()
+        )
+        auth = ""
+        if dep.auth_key:
+            shown = dep.auth_key if a.show_secret else "$SERVING_AUTH_KEY"
+            auth = f" -H 'Authorization: Bearer {shown}'"
+        body = json.dumps({"parameters": params})
+        out.print("\n[bold]Invoke[/]")
+        out.print(f"  serving deployment invoke {dep.name} {cli_args}".rstrip(), markup=False, soft_wrap=True)
+        out.print(
+            f"  curl -s {dep.url}/invoke -H 'content-type: application/json'{auth} -d {shlex.quote(body)}",
+            markup=False,
+            soft_wrap=True,  # one line, so it can be copied
+        )
+        if a.show_schema:
+            out.print("\n[bold]Input schema[/]")
+            out.print_json(data=snap.input_schema)
+            out.print("[bold]Output schema[/]")
+            out.print_json(data=snap.output_schema)
+    out.print("\n[bold]Manage[/]")
+    for verb in ("logs -f", "refresh", "deprovision", "delete"):
+        out.print(f"  serving deployment {verb} {dep.name}", markup=False)
+    return EXIT_OK
+
+
+def _schema_types(snap: Snapshot) -> dict[str, Any]:
+    body = snap.input_schema.get("$defs", {}).get("PipelineInput", {})
+    return dict(body.get("properties", {}))
+
+
+def _kinds(prop: dict[str, Any]) -> set[str]:
+    if "type" in prop:
+        t = prop["type"]
+        return set(t) if isinstance(t, list) else {t}
+    kinds: set[str] = set()
+    for alt in prop.get("anyOf", []) + prop.get("oneOf", []):
+        kinds |= _kinds(alt)
+    if "$ref" in prop or ("enum" in prop and not kinds):
+        kinds.add("json" if "$ref" in prop else "string")
+    return kinds or {"json"}
+
+
+def convert(name: str, raw: str, prop: dict[str, Any]) -> Any:
+    """Turn `--name=raw` into the JSON type the input schema gives the parameter."""
+    kinds = _kinds(prop)
+    if "null" in kinds and raw.lower() in ("null", "none"):
+        return None
+    if "boolean" in kinds:
+        if raw.lower() in ("true", "1", "yes", "on"):
+            return True
+        if raw.lower() in ("false", "0", "no", "off"):
+            return False
+    if "integer" in kinds:
+        try:
+            return int(raw)
+        except ValueError:
+            pass
+    if "number" in kinds:
+        try:
+            return float(raw)
+        except ValueError:
+            pass
+    if kinds & {"array", "object", "json"}:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            pass
+    if "string" in kinds:
+        return raw
+    raise UsageError(f"--{name}={raw!r} is not a valid {' or '.join(sorted(kinds))}")
+
+
+def parse_params(extra: list[str], snap: Snapshot) -> dict[str, Any]:
+    props = _schema_types(snap)
+    params: dict[str, Any] = {}
+    items = iter(extra)
+    for item in items:
+        if not item.startswith("--") or item == "--":
+            raise UsageError(f"unexpected argument {item!r}; pass parameters as --name=value")
+        name, eq, raw = item[2:].partition("=")
+        if not eq:
+            raw = next(items, None)  # type: ignore[assignment]
+            if raw is None:
+                raise UsageError(f"--{name} needs a value")
+        key = name.replace("-", "_") if name not in props else name
+        if key not in props:
+            known = ", ".join(f"--{k}" for k in props) or "none"
+            raise UsageError(f"unknown parameter --{name} (parameters: {known})")
+        params[key] = convert(key, raw, props[key])
+    return params
+
+
+def cmd_invoke(svc: Deployments, a: argparse.Namespace, extra: list[str]) -> int:
+    dep = svc.get(a.name)
+    snap = svc.registry.get_snapshot(dep.snapshot_id)
+    params = parse_params(extra, snap)
+    with svc.client(dep.id) as client:
+        if not (a.async_ or a.wait or a.stream):
+            reply = client.invoke(params, timeout=a.timeout)
+            out.print_json(data=reply["outputs"])
+            return EXIT_OK
+        job = client.submit(params)
+        if a.async_ and not (a.wait or a.stream):
+            out.print(f"Job {job['job_id']} {job['status']}: {dep.url}{job['location']}", markup=False)
+            return EXIT_OK
+        if a.stream:
+            for event in client.stream(job["job_id"]):
+                out.print(_event_line(event), markup=False)
+        final = client.wait(job["job_id"], timeout=a.timeout)
+    result = final.get("result") or {}
+    if final["status"] != "completed":
+        raise DeployError(
+            f"job {final['job_id']} {final['status']}: {final.get('error') or result.get('error')}"
+        )
+    out.print_json(data=result.get("outputs"))
+    return EXIT_OK
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    details = [f"{k}={v}" for k, v in event.items() if k not in ("type", "seq", "run_id", "ts")]
+    return f"[{event.get('seq')}] {event.get('type')} " + " ".join(details)
+
+
+def cmd_logs(svc: Deployments, a: argparse.Namespace) -> int:
+    lines: Iterator[str] = svc.logs(a.name, tail=a.tail, follow=a.follow)
+    try:
+        for line in lines:
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def cmd_deprovision(svc: Deployments, a: argparse.Namespace) -> int:
+    with _Spinner(f"deprovisioning {a.name!r}") as progress:
+        dep = svc.deprovision(a.name, progress)
+    out.print(f"Deployment [bold]{dep.name}[/] is {_status(dep.status)}")
+    return EXIT_OK
+
+
+def cmd_delete(svc: Deployments, a: argparse.Namespace) -> int:
+    with _Spinner(f"deleting {a.name!r}") as progress:
+        svc.delete(a.name, force=a.force, progress=progress)
+    out.print(f"Deployment [bold]{a.name}[/] deleted")
+    return EXIT_OK
+
+
+def cmd_refresh(svc: Deployments, a: argparse.Namespace) -> int:
+    dep = svc.refresh(a.name)
+    out.print(f"Deployment [bold]{dep.name}[/] is {_status(dep.status)}")
+    return EXIT_OK if dep.status != DeploymentStatus.ERROR else EXIT_FAILED
+
+
+# -- argparse -------------------------------------------------------------------------------
+
+
+def _deploy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, help="preferred port (default: a free one)")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--auth-key", help="require this bearer token")
+    keys.add_argument("--generate-auth-key", action="store_true", help="require a generated bearer token")
+    p.add_argument("--update", action="store_true", help="replace an existing deployment of that name")
+    p.add_argument("--flavor", default="local", help="deployer flavor (default: local)")
+
+
+def add_parsers(sub: Any) -> None:
+    pipe = sub.add_parser("pipeline", help="deploy pipelines and manage snapshots")
+    pipe_sub = pipe.add_subparsers(dest="pipeline_command", required=True)
+    deploy = pipe_sub.add_parser("deploy", help="snapshot a pipeline and run it as a deployment")
+    deploy.add_argument("source", help="module:attr or path/file.py:attr")
+    deploy.add_argument("--name", required=True, help="deployment name")
+    _deploy_options(deploy)
+    deploy.set_defaults(handler=cmd_pipeline_deploy)
+    snap = pipe_sub.add_parser("snapshot", help="create, list and deploy snapshots")
+    snap_sub = snap.add_subparsers(dest="snapshot_command", required=True)
+    create = snap_sub.add_parser("create", help="freeze a pipeline's code and schemas")
+    create.add_argument("source", help="module:attr or path/file.py:attr")
+    create.add_argument("--name", required=True, help="snapshot name")
+    create.set_defaults(handler=cmd_snapshot_create)
+    snap_sub.add_parser("list", help="all snapshots").set_defaults(handler=cmd_snapshot_list)
+    sdeploy = snap_sub.add_parser("deploy", help="run a snapshot as a deployment")
+    sdeploy.add_argument("snapshot", help="snapshot name or id")
+    sdeploy.add_argument("--deployment", required=True, help="deployment name")
+    _deploy_options(sdeploy)
+    sdeploy.set_defaults(handler=cmd_snapshot_deploy)
+
+    dep = sub.add_parser("deployment", help="list, describe, invoke and manage deployments")
+    dep_sub = dep.add_subparsers(dest="deployment_command", required=True)
+    dep_sub.add_parser("list", help="all deployments and their observed status").set_defaults(
+        handler=cmd_list
+    )
+    describe = dep_sub.add_parser("describe", help="status, endpoint, examples, schemas")
+    describe.add_argument("name")
+    describe.add_argument(
+        "--show-schema", action="store_true", help="print the input and output JSON Schemas"
+    )
+    describe.add_argument("--show-secret", action="store_true", help="print the auth key")
+    describe.set_defaults(handler=cmd_describe)
+    invoke = dep_sub.add_parser("invoke", help="run it: serving deployment invoke NAME --param=value ...")
+    invoke.add_argument("name")
+    invoke.add_argument("--async", dest="async_", action="store_true", help="submit a job and print its id")
+    invoke.add_argument("--wait", action="store_true", help="submit a job and wait for its result")
+    invoke.add_argument("--stream", action="store_true", help="submit a job and print its events live")
+    invoke.add_argument("--timeout", type=float, help="seconds to wait for the result")
+    invoke.set_defaults(handler=cmd_invoke, takes_extra=True)
+    logs = dep_sub.add_parser("logs", help="the daemon's log")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("--tail", type=int, help="only the last N lines")
+    logs.set_defaults(handler=cmd_logs)
+    for verb, helptext, fn in (
+        ("deprovision", "stop it (SIGTERM, then SIGKILL after the graceful timeout)", cmd_deprovision),
+        ("refresh", "probe the process and record its status", cmd_refresh),
+    ):
+        p = dep_sub.add_parser(verb, help=helptext)
+        p.add_argument("name")
+        p.set_defaults(handler=fn)
+    delete = dep_sub.add_parser("delete", help="remove it from the registry")
+    delete.add_argument("name")
+    delete.add_argument("--force", action="store_true", help="deprovision first if it is running")
+    delete.set_defaults(handler=cmd_delete)
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    try:
+        svc = Deployments()
+        if getattr(args, "takes_extra", False):
+            return int(args.handler(svc, args, extra))
+        if extra:
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+        return int(args.handler(svc, args))
+    except UsageError as exc:
+        err.print(f"serving: error: {exc}", markup=False)
+        return EXIT_USAGE
+    except (RegistryError, DeployError, PipelineLoadError, ServingError) as exc:
+        err.print(f"serving: error: {exc}", markup=False)
+        return EXIT_FAILED
+    except OSError as exc:
+        err.print(f"serving: error: {exc}", markup=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def main_argv(argv: list[str]) -> int:  # pragma: no cover - convenience for debugging
+    from serving.cli import main
+
+    return main(argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main_argv(sys.argv[1:]))

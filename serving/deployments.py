@@ -1,0 +1,165 @@
+"""Deployment operations shared by the CLI and the SDK: deploy, refresh, deprovision,
+delete, logs. Every state change is written to the registry before and after the
+deployer acts, so a concurrent `serving deployment list` sees PENDING, not nothing."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from serving.client import ServingClient
+from serving.deployers import DeployError, get_deployer
+from serving.registry import Deployment, DeploymentStatus, Registry, RegistryError, Snapshot, new_uuid
+from serving.settings import load_settings
+from serving.snapshots import create_snapshot, unique_snapshot_name
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+class Deployments:
+    """The registry plus the deployers, for one SERVING_HOME."""
+
+    def __init__(self, home: Path | str | None = None) -> None:
+        self.home = Path(home).expanduser() if home is not None else load_settings().home_path
+        self.registry = Registry(self.home)
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def create_snapshot(self, name: str, source: str) -> Snapshot:
+        return create_snapshot(self.registry, name, source)
+
+    # -- deploy ----------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        source: str,
+        name: str,
+        *,
+        port: int | None = None,
+        auth_key: str | None = None,
+        generate_auth_key: bool = False,
+        update: bool = False,
+        flavor: str = "local",
+        progress: Progress = _quiet,
+    ) -> Deployment:
+        """Snapshot `source` and run it as deployment `name`; raises RegistryError,
+        PipelineLoadError or DeployError with a one-line message."""
+        self._refuse_existing(name, update)
+        progress(f"snapshotting {source}")
+        snapshot = create_snapshot(self.registry, unique_snapshot_name(self.registry, name), source)
+        return self.deploy_snapshot(
+            snapshot.id,
+            name,
+            port=port,
+            auth_key=auth_key,
+            generate_auth_key=generate_auth_key,
+            update=update,
+            flavor=flavor,
+            progress=progress,
+        )
+
+    def _refuse_existing(self, name: str, update: bool) -> Deployment | None:
+        existing = self.registry.find_deployment(name)
+        if existing is not None and not update:
+            raise RegistryError(
+                f"deployment {name!r} already exists ({existing.status}); pass --update to replace it"
+            )
+        return existing
+
+    def deploy_snapshot(
+        self,
+        snapshot: str,
+        name: str,
+        *,
+        port: int | None = None,
+        auth_key: str | None = None,
+        generate_auth_key: bool = False,
+        update: bool = False,
+        flavor: str = "local",
+        progress: Progress = _quiet,
+    ) -> Deployment:
+        snap = self.registry.get_snapshot(snapshot)
+        existing = self._refuse_existing(name, update)
+        deployer = get_deployer(flavor, self.home)
+        if generate_auth_key:
+            auth_key = secrets.token_urlsafe(24)
+        now = time.time()
+        if existing is not None:
+            if existing.flavor_data.get("pid"):
+                progress(f"stopping the running {name!r} to replace it")
+                get_deployer(existing.flavor, self.home).deprovision(existing, progress=progress)
+            port = port or existing.flavor_data.get("port")  # keep the URL stable in place
+            dep = existing
+            dep.snapshot_id, dep.flavor = snap.id, flavor
+            dep.auth_key = auth_key if auth_key is not None else existing.auth_key
+        else:
+            dep = Deployment(
+                id=new_uuid(),
+                name=name,
+                snapshot_id=snap.id,
+                flavor=flavor,
+                auth_key=auth_key,
+                created_at=now,
+                updated_at=now,
+            )
+        dep.status = DeploymentStatus.PENDING
+        self.registry.put_deployment(dep)
+        try:
+            dep = deployer.provision(dep, snap, port=port, progress=progress)
+        except DeployError:
+            dep.status = DeploymentStatus.ERROR
+            self.registry.put_deployment(dep)
+            raise
+        self.registry.put_deployment(dep)
+        return dep
+
+    # -- observe and manage -----------------------------------------------------------
+
+    def get(self, name_or_id: str) -> Deployment:
+        return self.registry.get_deployment(name_or_id)
+
+    def list(self) -> list[Deployment]:
+        return self.registry.list_deployments()
+
+    def refresh(self, name_or_id: str) -> Deployment:
+        """Observe the real state (pid and health probe) and record it."""
+        dep = self.registry.get_deployment(name_or_id)
+        status = get_deployer(dep.flavor, self.home).status(dep)
+        if status != dep.status:
+            dep.status = status
+            self.registry.put_deployment(dep)
+        return dep
+
+    def deprovision(self, name_or_id: str, progress: Progress = _quiet) -> Deployment:
+        dep = self.registry.get_deployment(name_or_id)
+        dep = get_deployer(dep.flavor, self.home).deprovision(dep, progress=progress)
+        self.registry.put_deployment(dep)
+        return dep
+
+    def delete(self, name_or_id: str, *, force: bool = False, progress: Progress = _quiet) -> None:
+        dep = self.refresh(name_or_id)
+        if dep.status in (DeploymentStatus.RUNNING, DeploymentStatus.PENDING):
+            if not force:
+                raise RegistryError(
+                    f"deployment {dep.name!r} is {dep.status}; deprovision it first or pass --force"
+                )
+            dep = self.deprovision(dep.id, progress)
+        elif dep.flavor_data.get("pid"):
+            dep = self.deprovision(dep.id, progress)  # an ERROR'd one may have left a process
+        self.registry.delete_deployment(dep.id)
+
+    def logs(self, name_or_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        dep = self.registry.get_deployment(name_or_id)
+        return get_deployer(dep.flavor, self.home).logs(dep, tail=tail, follow=follow)
+
+    def client(self, name_or_id: str) -> ServingClient:
+        dep = self.registry.get_deployment(name_or_id)
+        if not dep.url:
+            raise DeployError(f"deployment {dep.name!r} has no URL (status {dep.status})")
+        return ServingClient(dep.url, auth_key=dep.auth_key)
