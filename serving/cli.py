@@ -138,7 +138,9 @@ def runtime_name(settings: Any, pipeline: Any) -> str:
     return str(settings.runtime)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(full: bool = True) -> argparse.ArgumentParser:
+    """The CLI. `full=False` leaves out the management commands, whose imports (rich,
+    httpx, the registry) would otherwise slow every daemon start."""
     parser = argparse.ArgumentParser(prog="serving", description="Serve a Python pipeline over HTTP.")
     sub = parser.add_subparsers(dest="command")
     srv = sub.add_parser("serve", help="run the daemon (settings from SERVING_* variables)")
@@ -147,15 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, help="SERVING_PORT")
     srv.add_argument("--server", choices=["hypercorn", "uvicorn"], help="SERVING_SERVER")
     srv.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="SERVING_LOG_LEVEL")
-    from serving import deploy_cli, runs_cli
+    if full:
+        from serving import deploy_cli, runs_cli
 
-    runs_cli.add_parser(sub)
-    deploy_cli.add_parsers(sub)
+        runs_cli.add_parser(sub)
+        deploy_cli.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(full=not argv or argv[0] not in ("serve",))
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
