@@ -204,10 +204,11 @@ def sink_from_url(url: str) -> Sink:
         return SQLiteSink(path)
     if url in ("jsonl:-", "jsonl://-", "stdout"):
         return JsonLinesSink(None)
-    if url.startswith("jsonl://"):
-        return JsonLinesSink(url[len("jsonl://") :])
     if url.startswith("jsonl:"):
-        return JsonLinesSink(url[len("jsonl:") :])
+        path = url[len("jsonl://") :] if url.startswith("jsonl://") else url[len("jsonl:") :]
+        if not path.strip():
+            raise CaptureURLError(f"{url!r}: expected jsonl:///path/to/runs.jsonl or jsonl:- (stdout)")
+        return JsonLinesSink(path)
     if "://" not in url and url.endswith((".db", ".sqlite", ".sqlite3")):
         return SQLiteSink(url)
     if "://" not in url and url.endswith((".jsonl", ".ndjson")):

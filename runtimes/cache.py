@@ -1,8 +1,10 @@
 """The in-process step-result cache behind `@step(cache=True)` (Realtime runtime).
 
-Keyed by the step's name, a hash of its source, and its inputs encoded with msgpack;
+Keyed by the step's name, a hash of its source, and its inputs encoded with msgpack
+after tagging container and record types (so a tuple and a list, or a Struct and a dict
+with the same items, are different keys);
 entries live `ttl` seconds and the least recently used go first beyond `max_size`.
-Inputs msgpack cannot encode make the call uncacheable (a miss), never an error. A
+Inputs msgpack cannot encode (arbitrary objects) make the call uncacheable (a miss), never an error. A
 cached value is shared between runs: steps marked cacheable should return values
 that nobody mutates.
 """
@@ -10,6 +12,7 @@ that nobody mutates.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from typing import Any
 
@@ -19,8 +22,28 @@ from prometheus_client import Counter
 hits_total = Counter("serving_cache_hits_total", "Step results served from the step cache", ["step"])
 misses_total = Counter("serving_cache_misses_total", "Cacheable step calls that ran the step", ["step"])
 
-_encoder = msgspec.msgpack.Encoder()
 _MISS = (False, None)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def _canonical(value: Any) -> Any:
+    """Inputs as msgpack-able data where equal means equal type too."""
+    if isinstance(value, (str, int, float, bool, bytes)) or value is None:
+        return value
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, tuple):
+        return ["__tuple__", *(_canonical(v) for v in value)]
+    if isinstance(value, dict):
+        return ["__dict__", sorted(((_canonical(k), _canonical(v)) for k, v in value.items()), key=repr)]
+    if isinstance(value, (set, frozenset)):
+        return ["__set__", sorted((_canonical(v) for v in value), key=repr)]
+    if isinstance(value, msgspec.Struct) or dataclasses.is_dataclass(value):
+        return [
+            f"__{type(value).__module__}.{type(value).__qualname__}__",
+            _canonical(msgspec.to_builtins(value)),
+        ]
+    raise TypeError(f"{type(value).__name__} is not cacheable")
 
 
 class StepCache:
@@ -33,8 +56,8 @@ class StepCache:
 
     def key(self, step: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple[str, bytes] | None:
         try:
-            return (step.name, _encoder.encode((step.code_hash, args, sorted(kwargs.items()))))
-        except (TypeError, ValueError, OverflowError):
+            return (step.name, _encoder.encode((step.code_hash, _canonical(args), _canonical(kwargs))))
+        except (TypeError, ValueError, OverflowError):  # inputs msgpack cannot carry
             return None
 
     def get(self, key: tuple[str, bytes] | None) -> tuple[bool, Any]:

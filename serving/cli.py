@@ -66,6 +66,10 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         return _fail(f"SERVING_RUNTIME: {exc}", EXIT_USAGE)
     except CaptureURLError as exc:
         return _fail(f"SERVING_CAPTURE_URL={exc}", EXIT_USAGE)
+    if runtime.name == "realtime":
+        problem = _capture_store_problem(settings.effective_capture_url)
+        if problem is not None:
+            return _fail(f"SERVING_CAPTURE_URL={settings.effective_capture_url!r}: {problem}", EXIT_USAGE)
 
     from serving.app import create_app
     from serving.server import ServerStartError, run_server
@@ -79,6 +83,21 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         return run_server(app, settings)
     except ServerStartError as exc:
         return _fail(str(exc), EXIT_FAILED)
+
+
+def _capture_store_problem(url: str) -> str | None:
+    """Open and close the capture store once, so a bad one fails the start in one line."""
+    import sqlite3
+
+    from capture.sinks import sink_from_url
+
+    sink = sink_from_url(url)
+    try:
+        sink.open()
+        sink.close()
+    except (OSError, sqlite3.Error) as exc:
+        return f"cannot open the capture store: {exc}"
+    return None
 
 
 def _deployment_settings(settings: Any) -> tuple[Any, Any]:

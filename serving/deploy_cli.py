@@ -417,13 +417,13 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
         return int(args.handler(svc, args))
     except UsageError as exc:
-        err.print(f"serving: error: {exc}", markup=False)
+        print(f"serving: error: {exc}", file=sys.stderr)  # one line, never wrapped
         return EXIT_USAGE
     except (RegistryError, DeployError, PipelineLoadError, ServingError) as exc:
-        err.print(f"serving: error: {exc}", markup=False)
+        print(f"serving: error: {exc}", file=sys.stderr)  # one line, never wrapped
         return EXIT_FAILED
     except OSError as exc:
-        err.print(f"serving: error: {exc}", markup=False)
+        print(f"serving: error: {exc}", file=sys.stderr)  # one line, never wrapped
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -166,8 +167,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             return list_runs(args, settings, console)
         return show_run(args, settings, console)
     except RunsError as exc:
-        Console(stderr=True).print(f"serving: error: {exc}", highlight=False, markup=False)
+        print(f"serving: error: {exc}", file=sys.stderr)  # one line, never wrapped
         return 1
     except sqlite3.Error as exc:
-        Console(stderr=True).print(f"serving: error: cannot read the capture store: {exc}", markup=False)
+        print(f"serving: error: cannot read the capture store: {exc}", file=sys.stderr)
         return 1

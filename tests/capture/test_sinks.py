@@ -1,0 +1,262 @@
+"""Capture sinks (SQLite with a real failure, JSON lines), `sink_from_url`, previews."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from capture.records import Artifact, CodeRecord, LogLine, RunRecord, StepCode, StepRecord
+from capture.redact import REDACTED, TRUNCATED, preview
+from capture.sinks import CaptureURLError, JsonLinesSink, SQLiteSink, sink_from_url
+from runtimes.visualize import Visualization, visualize
+
+
+def run_record(run_id: str, *, steps: int = 1) -> RunRecord:
+    return RunRecord(
+        run_id=run_id,
+        run_name=f"p-{run_id}",
+        pipeline="p",
+        pipeline_version="v1",
+        status="completed",
+        started_at=1.0,
+        finished_at=2.0,
+        duration=1.0,
+        parameters='{"a":1}',
+        steps=[
+            StepRecord(
+                step_id=f"s{i}",
+                step_name="s",
+                status="completed",
+                started_at=1.0,
+                finished_at=2.0,
+                duration=1.0,
+                logs=[LogLine(1.5, "stdout", f"line {i}"), LogLine(1.6, "info", "two")],
+                artifacts=[Artifact(name="v", kind="html", content="<i>x</i>")],
+            )
+            for i in range(steps)
+        ],
+    )
+
+
+def code_record() -> CodeRecord:
+    return CodeRecord(
+        pipeline="p",
+        pipeline_version="v1",
+        steps=[StepCode(step_name="s", source="def s(): ...", docstring=None)],
+    )
+
+
+def table_counts(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("runs", "step_runs", "step_logs", "artifacts", "code")
+        }
+
+
+def run_ids(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return [r[0] for r in conn.execute("SELECT run_id FROM runs ORDER BY run_id")]
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+
+def test_sqlite_sink_writes_every_table(tmp_path: Path) -> None:
+    db = tmp_path / "deep" / "folder" / "runs.db"
+    sink = SQLiteSink(db)
+    sink.open()  # creates the folders
+    try:
+        sink.write([run_record("a", steps=2), code_record(), code_record()])
+    finally:
+        sink.close()
+    assert table_counts(db) == {"runs": 1, "step_runs": 2, "step_logs": 4, "artifacts": 2, "code": 1}
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        logs = conn.execute(
+            "SELECT step_id, seq, level, message FROM step_logs ORDER BY step_id, seq"
+        ).fetchall()
+    assert logs[:2] == [("s0", 0, "stdout", "line 0"), ("s0", 1, "info", "two")]
+
+
+def test_sqlite_sink_fails_while_its_folder_is_gone_and_recovers(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    db = store / "runs.db"
+    sink = SQLiteSink(db)
+    sink.open()
+    try:
+        sink.write([run_record("before")])
+        shutil.rmtree(store)
+        with pytest.raises(OSError, match="gone"):
+            sink.write([run_record("lost")])
+        assert not store.exists()  # a failing write does not recreate anything
+        store.mkdir()
+        sink.write([run_record("after")])
+    finally:
+        sink.close()
+    assert run_ids(db) == ["after"]  # a fresh database in the recreated folder
+
+
+def test_sqlite_sink_reopens_a_removed_database_file(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    sink = SQLiteSink(db)
+    sink.open()
+    try:
+        sink.write([run_record("one")])
+        for path in tmp_path.glob("runs.db*"):
+            path.unlink()
+        sink.write([run_record("two")])
+    finally:
+        sink.close()
+    assert run_ids(db) == ["two"]
+
+
+def test_sqlite_sink_batch_is_all_or_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    sink = SQLiteSink(db)
+    sink.open()
+    try:
+        bad = run_record("bad")
+        bad.run_name = None  # type: ignore[assignment]  # violates NOT NULL, after a good record
+        with pytest.raises(sqlite3.IntegrityError):
+            sink.write([run_record("good"), bad])
+        sink.write([run_record("next")])
+    finally:
+        sink.close()
+    assert run_ids(db) == ["next"]
+
+
+# -- JSON lines -----------------------------------------------------------------------------
+
+
+def test_json_lines_sink_writes_one_object_per_record(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "runs.jsonl"
+    sink = JsonLinesSink(path)
+    sink.open()
+    try:
+        sink.write([run_record("a"), code_record()])
+        sink.write([run_record("b")])
+    finally:
+        sink.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3
+    objects = [json.loads(line) for line in lines]
+    assert [o["type"] for o in objects] == ["run", "code", "run"]
+    assert [o.get("run_id") for o in objects] == ["a", None, "b"]
+    assert objects[0]["steps"][0]["logs"][0] == [1.5, "stdout", "line 0"]
+    assert objects[1]["steps"] == [{"step_name": "s", "source": "def s(): ...", "docstring": None}]
+
+
+def test_json_lines_sink_appends(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    for run_id in ("a", "b"):
+        sink = JsonLinesSink(path)
+        sink.open()
+        sink.write([run_record(run_id)])
+        sink.close()
+    assert [json.loads(line)["run_id"] for line in path.read_text().splitlines()] == ["a", "b"]
+
+
+# -- sink_from_url --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "path"),
+    [
+        ("sqlite:///var/data/runs.db", SQLiteSink, "/var/data/runs.db"),
+        ("sqlite://relative/runs.db", SQLiteSink, "relative/runs.db"),
+        ("runs.db", SQLiteSink, "runs.db"),
+        ("/srv/runs.sqlite3", SQLiteSink, "/srv/runs.sqlite3"),
+        ("jsonl:///var/log/runs.jsonl", JsonLinesSink, "/var/log/runs.jsonl"),
+        ("jsonl:runs.jsonl", JsonLinesSink, "runs.jsonl"),
+        ("/tmp/runs.ndjson", JsonLinesSink, "/tmp/runs.ndjson"),
+        ("jsonl:-", JsonLinesSink, None),
+        ("jsonl://-", JsonLinesSink, None),
+        ("stdout", JsonLinesSink, None),
+    ],
+)
+def test_sink_from_url_accepts(url: str, kind: type, path: str | None) -> None:
+    sink = sink_from_url(url)
+    assert type(sink) is kind
+    assert sink.path == (Path(path) if path is not None else None)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///", "postgres://db/runs", "http://x/runs.db", "runs.txt", "", "jsonl"]
+)
+def test_sink_from_url_rejects(url: str) -> None:
+    with pytest.raises(CaptureURLError, match="expected"):
+        sink_from_url(url)
+
+
+def test_stdout_sink_does_not_close_stdout(capfd: pytest.CaptureFixture[str]) -> None:
+    sink = JsonLinesSink(None)
+    sink.open()
+    sink.write([run_record("to-stdout")])
+    sink.close()
+    out = capfd.readouterr().out
+    assert json.loads(out.splitlines()[-1])["run_id"] == "to-stdout"
+
+
+# -- previews -------------------------------------------------------------------------------
+
+
+def test_preview_redacts_secret_looking_keys_at_any_depth() -> None:
+    value = {
+        "password": "p",
+        "passwd": "p",
+        "Token": "t",
+        "access_token": "t",
+        "client_secret": "s",
+        "api_key": "k",
+        "API-KEY": "k",
+        "apiKey": "k",
+        "Authorization": "Bearer x",
+        "user": "ada",
+        "nested": [{"secret": 1, "region": "eu"}, ("ok", {"private_key": "pk"})],
+    }
+    out = json.loads(preview(value, 10_000))
+    for key in ("password", "passwd", "Token", "access_token", "client_secret", "api_key", "API-KEY"):
+        assert out[key] == REDACTED, key
+    assert out["apiKey"] == out["Authorization"] == REDACTED
+    assert out["user"] == "ada"
+    assert out["nested"] == [{"secret": REDACTED, "region": "eu"}, ["ok", {"private_key": REDACTED}]]
+
+
+def test_preview_truncates_by_bytes_without_breaking_characters() -> None:
+    text = preview("é" * 100, 11)
+    assert text.endswith(TRUNCATED)
+    head = text.removesuffix(TRUNCATED)
+    assert len(head.encode()) <= 11 and head.startswith('"é')
+    assert preview("short", 11) == '"short"'
+    assert preview("x" * 9, 11) == '"' + "x" * 9 + '"'  # exactly max_bytes: kept whole
+
+
+def test_preview_never_raises() -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    assert preview(Opaque(), 100) == "<opaque>"
+    assert preview({1: "int key"}, 100) == '{"1":"int key"}'
+    assert preview(float("nan"), 100) == "null"
+
+
+# -- visualizations -------------------------------------------------------------------------
+
+
+def test_visualization_artifacts() -> None:
+    png = Visualization(kind="png", content=b"\x89PNG", name="plot").artifact()
+    assert (png.name, png.kind, png.content) == ("plot", "png", "iVBORw==")
+    svg = Visualization(kind="svg", content=b"<svg/>").artifact()
+    assert (svg.name, svg.kind, svg.content) == ("visualization", "svg", "<svg/>")
+
+
+def test_visualize_outside_a_run_does_nothing_and_checks_its_kind() -> None:
+    visualize("<b>x</b>")  # no run: nothing to attach to, no error
+    with pytest.raises(ValueError, match="kind"):
+        visualize("x", kind="pdf")  # type: ignore[arg-type]

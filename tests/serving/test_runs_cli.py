@@ -1,0 +1,149 @@
+"""`serving runs list|show` against a store a real daemon wrote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent.parent
+ROOT = TESTS.parent
+OBSERVED = f"{TESTS / 'pipelines' / 'observed.py'}:observed"
+
+
+class Store:
+    def __init__(self, home: Path, completed: list[str], failed: list[str]) -> None:
+        self.home = home
+        self.completed = completed
+        self.failed = failed
+
+
+def cli(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
+    environ.update(SERVING_HOME=str(home), COLUMNS="120", NO_COLOR="1", **env)
+    return subprocess.run(
+        [sys.executable, "-m", "serving", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.fixture(scope="module")
+def store(module_daemon: Any, tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """Three completed and two failed runs of `observed`, flushed by a graceful stop."""
+    home = tmp_path_factory.mktemp("runs-home")
+    d = module_daemon(OBSERVED, SERVING_HOME=home)
+    completed, failed = [], []
+    with d.client() as client:
+        for i in range(3):
+            r = client.post("/invoke", json={"parameters": {"marker": f"cli-ok-{i}"}})
+            assert r.json()["success"] is True, r.text
+            completed.append(r.json()["metadata"]["run_id"])
+        for i in range(2):
+            r = client.post("/invoke", json={"parameters": {"marker": f"cli-bad-{i}", "fail": True}})
+            assert r.json()["success"] is False, r.text
+            failed.append(r.json()["metadata"]["run_id"])
+    d.signal()
+    assert d.wait(15) == 0, d.logs()
+    return Store(home, completed, failed)
+
+
+def test_runs_list_shows_every_run(store: Store) -> None:
+    result = cli("runs", "list", home=store.home)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Runs (5 shown, newest first)" in out
+    for column in ("RUN ID", "PIPELINE", "STATUS", "STARTED (UTC)", "DURATION"):
+        assert column in out
+    for run_id in store.completed + store.failed:
+        assert run_id[:12] in out
+    assert out.count("completed") == 3
+    assert out.count("failed") == 2
+    lines = out.splitlines()
+    assert all(len(line) <= 120 for line in lines)
+    # Newest first: the last failed run comes before the first completed one.
+    row = {
+        rid: next(i for i, line in enumerate(lines) if rid[:12] in line)
+        for rid in store.completed + store.failed
+    }
+    assert row[store.failed[-1]] < row[store.completed[0]]
+
+
+def test_runs_list_filters(store: Store) -> None:
+    failed = cli("runs", "list", "--status", "failed", home=store.home)
+    assert failed.returncode == 0, failed.stderr
+    assert "Runs (2 shown" in failed.stdout
+    assert all(rid[:12] in failed.stdout for rid in store.failed)
+    assert not any(rid[:12] in failed.stdout for rid in store.completed)
+
+    limited = cli("runs", "list", "--limit", "1", home=store.home)
+    assert "Runs (1 shown" in limited.stdout and store.failed[-1][:12] in limited.stdout
+
+    other = cli("runs", "list", "--pipeline", "no-such-pipeline", home=store.home)
+    assert other.returncode == 0 and "Runs (0 shown" in other.stdout
+
+
+def test_runs_list_db_option(store: Store, tmp_path: Path) -> None:
+    result = cli("runs", "list", "--db", str(store.home / "runs.db"), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Runs (5 shown" in result.stdout
+
+
+def test_runs_show_a_completed_run(store: Store) -> None:
+    run_id = store.completed[1]
+    result = cli("runs", "show", run_id[:8], home=store.home)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert run_id in out
+    assert "observed (version" in out
+    for step in ("load", "total", "chart", "square", "spell", "echo", "summarize"):
+        assert step in out
+    assert "print-sync cli-ok-1" in out and "logging-async cli-ok-1" in out
+    assert "cli-ok-0" not in out and "cli-ok-2" not in out
+    assert "Visualizations" in out and "attached" in out and "returned" in out
+    assert '"password":"***"' in out
+    assert "hunter2-secret-value" not in out
+
+
+def test_runs_show_a_failed_run(store: Store) -> None:
+    result = cli("runs", "show", store.failed[0], home=store.home)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "failed" in out
+    assert "failure requested" in out  # the run's and the step's error
+    assert out.count("failure requested") >= 2
+
+
+def test_runs_show_unknown_id(store: Store) -> None:
+    result = cli("runs", "show", "zzzz", home=store.home)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == ["serving: error: no run with id 'zzzz'"]
+
+
+def test_runs_show_ambiguous_prefix(store: Store) -> None:
+    result = cli("runs", "show", "", home=store.home)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == ["serving: error: '' matches 5 runs; give more of the id"]
+
+
+def test_missing_store(tmp_path: Path) -> None:
+    result = cli("runs", "list", home=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("serving: error: no capture store at ")
+    assert "runs.db" in result.stderr
+    assert not (tmp_path / "runs.db").exists()  # reading never creates a store
+
+
+def test_non_sqlite_store_is_refused(tmp_path: Path) -> None:
+    result = cli("runs", "list", home=tmp_path, SERVING_CAPTURE_URL="jsonl:-")
+    assert result.returncode == 1
+    assert "not SQLite" in result.stderr
