@@ -50,7 +50,8 @@ class Ticket:
 
     def cancel(self) -> None:
         """Give up the place in the queue, or release the slot if it was already granted."""
-        if self.waiter is not None and not self.waiter.done():
+        # A waiter cancelled with its task never held a slot: give up the place only.
+        if self.waiter is not None and (not self.waiter.done() or self.waiter.cancelled()):
             self.waiter.cancel()
             self._limiter._drop(self.waiter)
             self.released = True

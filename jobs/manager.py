@@ -112,8 +112,8 @@ class JobManager:
         """Let active jobs finish for up to `grace` seconds, then cancel the rest."""
         if self._sweeper is not None:
             self._sweeper.cancel()
-        pending = [a.done.wait() for a in self._active.values()]
-        if pending and grace > 0:
+        if self._active and grace > 0:
+            pending = [a.done.wait() for a in self._active.values()]
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await asyncio.gather(*pending)
@@ -188,13 +188,6 @@ class JobManager:
             metrics.rejected_total.labels("async").inc()
             raise
         job_id = new_id()
-        if idempotency_key is not None:
-            bound = await self.store.claim_key(idempotency_key, job_id, fingerprint)
-            if bound is not None:  # a concurrent request with the same key won the race
-                ticket.cancel()
-                existing = await self._existing(idempotency_key, fingerprint)
-                if existing is not None:
-                    return existing, False
         job = Job(
             job_id=job_id,
             status=JobStatus.queued,
@@ -206,6 +199,17 @@ class JobManager:
             progress=JobProgress(steps_total=len(self.pipeline.nodes)),
             idempotency_key=idempotency_key,
         )
+        if idempotency_key is not None:
+            # Stored before the key points at it, so a request that loses the race
+            # below always finds the winner's record.
+            await self.store.put(job)
+            if await self.store.claim_key(idempotency_key, job_id, fingerprint) is not None:
+                ticket.cancel()
+                await self.store.delete(job_id)
+                existing = await self._existing(idempotency_key, fingerprint)
+                if existing is None:  # the winner expired in between: treat as a conflict
+                    raise IdempotencyConflict(idempotency_key)
+                return existing, False
         events = JobEventLog(self.settings.events_max)
         active = _Active(events, params, timeout)
         active.ticket = ticket
@@ -268,6 +272,8 @@ class JobManager:
             self._active.pop(job.job_id, None)
 
     def _on_event(self, job: Job, active: _Active, event: ev.RunEvent) -> None:
+        if active.held_terminal is not None or job.status.finished:
+            return  # a straggler from a cancelled step's abandoned thread
         progress = job.progress
         if isinstance(event, ev.StepCompleted):
             progress.steps_done += 1
@@ -363,6 +369,9 @@ class JobManager:
             await self._finish(job, active, JobStatus.canceled, error=f"canceled: {reason}")
             if active.task is not None:
                 active.task.cancel()
+            # The task may never start now, so it cannot clean up after itself.
+            active.done.set()
+            self._active.pop(job_id, None)
             return job
         if active.task is not None:
             active.task.cancel()

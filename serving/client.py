@@ -117,6 +117,8 @@ class ServingClient:
                 source.response.read()
                 _check(source.response)
             for sse in source.iter_sse():
+                if not sse.data:  # keep-alive comments (httpx-sse may surface them as empty events)
+                    continue
                 event = msgspec.json.decode(sse.data)
                 yield event
                 if sse.event in TERMINAL:
@@ -191,6 +193,8 @@ class AsyncServingClient:
                 await source.response.aread()
                 _check(source.response)
             async for sse in source.aiter_sse():
+                if not sse.data:
+                    continue
                 yield msgspec.json.decode(sse.data)
                 if sse.event in TERMINAL:
                     return

@@ -1,0 +1,117 @@
+"""MemoryJobStore: newest-first pages with a cursor, idempotency keys, and retention."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs import Job, JobStatus, MemoryJobStore
+
+pytestmark = pytest.mark.anyio
+
+
+def make_job(n: int, status: JobStatus = JobStatus.queued) -> Job:
+    return Job(
+        job_id=f"job{n}",
+        status=status,
+        pipeline_name="p",
+        parameters={"n": n},
+        run_id=f"run{n}",
+        created_at="2026-01-01T00:00:00Z",
+    )
+
+
+async def all_pages(store: MemoryJobStore, status: JobStatus | None, limit: int) -> list[list[str]]:
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        page, cursor = await store.list(status, limit, cursor)
+        pages.append([j.job_id for j in page])
+        if cursor is None:
+            return pages
+        assert len(pages) < 100, "the cursor never ends"
+
+
+async def test_list_is_newest_first_with_cursor_and_no_empty_last_page() -> None:
+    store = MemoryJobStore()
+    for n in range(7):
+        await store.put(make_job(n))
+    assert await all_pages(store, None, 3) == [["job6", "job5", "job4"], ["job3", "job2", "job1"], ["job0"]]
+    # a page size that divides the count exactly ends without an empty page
+    assert await all_pages(store, None, 7) == [[f"job{n}" for n in reversed(range(7))]]
+    assert await all_pages(store, None, 1000) == [[f"job{n}" for n in reversed(range(7))]]
+    assert len(await all_pages(store, None, 1)) == 7
+
+
+async def test_list_filters_by_status_across_pages() -> None:
+    store = MemoryJobStore()
+    for n in range(10):
+        await store.put(make_job(n, JobStatus.completed if n % 3 == 0 else JobStatus.queued))
+    assert await all_pages(store, JobStatus.completed, 2) == [["job9", "job6"], ["job3", "job0"]]
+    assert await all_pages(store, JobStatus.canceled, 2) == [[]]
+    assert await all_pages(store, JobStatus.queued, 4) == [["job8", "job7", "job5", "job4"], ["job2", "job1"]]
+
+
+async def test_updates_keep_a_job_in_its_place() -> None:
+    store = MemoryJobStore()
+    jobs = [make_job(n) for n in range(3)]
+    for job in jobs:
+        await store.put(job)
+    jobs[0].status = JobStatus.running
+    await store.put(jobs[0])
+    assert await all_pages(store, None, 10) == [["job2", "job1", "job0"]]
+    assert (await store.get("job0")).status is JobStatus.running
+
+
+async def test_idempotency_keys_bind_once_and_are_freed_with_their_job() -> None:
+    store = MemoryJobStore()
+    await store.put(make_job(1))
+    assert await store.claim_key("k", "job1", "fp") is None
+    assert await store.claim_key("k", "job2", "other") == ("job1", "fp")
+    assert await store.lookup_key("k") == ("job1", "fp")
+    await store.delete("job1")
+    assert await store.lookup_key("k") is None
+    assert await store.get("job1") is None
+    assert await store.claim_key("k", "job2", "other") is None
+
+
+async def test_ttl_evicts_finished_jobs_only() -> None:
+    store = MemoryJobStore()
+    statuses = [
+        JobStatus.queued,
+        JobStatus.running,
+        JobStatus.completed,
+        JobStatus.failed,
+        JobStatus.canceled,
+    ]
+    for n, status in enumerate(statuses):
+        await store.put(make_job(n, status))
+    assert await store.evict(3600.0, 100) == []
+    assert sorted(await store.evict(0.0, 100)) == ["job2", "job3", "job4"]
+    assert await store.count() == 2
+    assert await store.get("job0") is not None and await store.get("job1") is not None
+
+
+async def test_max_jobs_evicts_oldest_finished_first_never_active() -> None:
+    store = MemoryJobStore()
+    active = [make_job(n) for n in range(3)]
+    for job in active:
+        await store.put(job)
+    for n in range(3, 8):
+        await store.put(make_job(n, JobStatus.completed))
+    # finish order, not creation order, decides who goes first
+    active[2].status = JobStatus.completed
+    await store.put(active[2])
+    assert await store.evict(3600.0, 5) == ["job3", "job4", "job5"]
+    assert await store.count() == 5
+    # far below the count of active jobs: every finished one goes, no active one does
+    assert await store.evict(3600.0, 1) == ["job6", "job7", "job2"]
+    assert sorted(j.job_id for j in (await store.list(None, 100, None))[0]) == ["job0", "job1"]
+
+
+async def test_finish_time_is_recorded_once() -> None:
+    store = MemoryJobStore()
+    first, second = make_job(1, JobStatus.completed), make_job(2, JobStatus.completed)
+    await store.put(first)
+    await store.put(second)
+    await store.put(first)  # a later update does not make it "newer"
+    assert await store.evict(3600.0, 1) == ["job1"]
