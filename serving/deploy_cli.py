@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -421,6 +422,11 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         return EXIT_USAGE
     except (RegistryError, DeployError, PipelineLoadError, ServingError) as exc:
         print(f"serving: error: {exc}", file=sys.stderr)  # one line, never wrapped
+        return EXIT_FAILED
+    except httpx.HTTPError as exc:
+        name = getattr(args, "name", "?")
+        hint = f"check `serving deployment refresh {name}`"
+        print(f"serving: error: cannot reach deployment {name!r}: {exc}; {hint}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
         print(f"serving: error: {exc}", file=sys.stderr)  # one line, never wrapped

@@ -51,6 +51,7 @@ class Deployments:
         """Snapshot `source` and run it as deployment `name`; raises RegistryError,
         PipelineLoadError or DeployError with a one-line message."""
         self._refuse_existing(name, update)
+        get_deployer(flavor, self.home)  # an unknown flavor fails before a snapshot is made
         progress(f"snapshotting {source}")
         snapshot = create_snapshot(self.registry, unique_snapshot_name(self.registry, name), source)
         return self.deploy_snapshot(
@@ -113,6 +114,9 @@ class Deployments:
         try:
             dep = deployer.provision(dep, snap, port=port, progress=progress)
         except DeployError:
+            if existing is None and not dep.flavor_data.get("pid"):
+                self.registry.delete_deployment(dep.id)  # nothing ran: the name stays free
+                raise
             dep.status = DeploymentStatus.ERROR
             self.registry.put_deployment(dep)
             raise
