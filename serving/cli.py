@@ -52,6 +52,10 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
     from capture.sinks import CaptureURLError
     from runtimes import create_runtime
     from runtimes.base import UnknownRuntimeError
+
+    # Import the daemon's own modules before the pipeline's folder goes on sys.path, so
+    # a file next to the pipeline (a `jobs.py`, say) cannot shadow them.
+    from serving.app import create_app
     from serving.loader import PipelineLoadError, load_pipeline
 
     try:
@@ -71,7 +75,6 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         if problem is not None:
             return _fail(f"SERVING_CAPTURE_URL={settings.effective_capture_url!r}: {problem}", EXIT_USAGE)
 
-    from serving.app import create_app
     from serving.server import ServerStartError, run_server
 
     try:

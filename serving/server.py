@@ -21,6 +21,9 @@ from serving.settings import Settings
 
 log = structlog.get_logger("serving.server")
 
+BACKLOG = 2048  # a burst of connects (e.g. 1000 SSE subscribers) must not overflow the queue
+KEEP_ALIVE = 5.0  # seconds an idle connection is kept (both servers' own default)
+
 
 class ServerStartError(Exception):
     """The server cannot start (e.g. the port is taken); the message is one line."""
@@ -36,7 +39,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ServerStartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(2048)
+    sock.listen(BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -72,7 +75,8 @@ async def _serve_hypercorn(app: Any, settings: Settings, sock: socket.socket) ->
     config.accesslog = None  # our middleware logs one structured line per request
     config.errorlog = logging.getLogger("hypercorn.error")  # rendered by our structlog setup
     config.graceful_timeout = settings.graceful_timeout
-    config.keep_alive_timeout = 75  # longer than common load balancer idle timeouts
+    config.keep_alive_timeout = KEEP_ALIVE  # Hypercorn notices a client's close only when this fires
+    config.backlog = BACKLOG  # Hypercorn calls listen() again with its own backlog (default 100)
     shutdown = asyncio.Event()
     _install_drain(app, settings, shutdown.set)
     await serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
@@ -95,7 +99,8 @@ async def _serve_uvicorn(app: Any, settings: Settings, sock: socket.socket) -> N
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=settings.graceful_timeout,
-        timeout_keep_alive=75,
+        timeout_keep_alive=KEEP_ALIVE,
+        backlog=BACKLOG,
     )
     server = _Server(config)
 

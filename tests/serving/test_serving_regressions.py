@@ -42,3 +42,21 @@ def test_runs_cli_errors_are_one_line_however_long(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_file_next_to_the_pipeline_cannot_shadow_the_daemon(daemon: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "hello.py").write_text((EXAMPLES / "hello.py").read_text())
+    (folder / "jobs.py").write_text("")  # a user module named like one of ours
+    d = daemon(f"{folder / 'hello.py'}:hello")
+    assert httpx.post(f"{d.url}/invoke", json={}).json()["outputs"] == {"greeting": "Hello World!"}
+
+
+def test_hypercorn_listens_with_a_deep_backlog(daemon: Any) -> None:
+    """Hypercorn re-listened with its default backlog of 100; 1000 SSE clients overflowed it."""
+    d = daemon(HELLO)
+    port = int(d.url.rsplit(":", 1)[1])
+    rows = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
+    assert rows, f"no listening socket on port {port}"
+    assert int(rows[2]) >= 2048  # Send-Q of a listening socket is its backlog
