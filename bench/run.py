@@ -5,8 +5,14 @@ the same run, on the same pinned core, does not (much).  That ratio, the p50
 latency the daemon adds, its cold start and its idle memory are what we hold
 the daemon to.  See bench/README.md for the method and the targets.
 
+`daemon` serves an async step (it runs on the event loop); `daemon-sync` serves
+the same pipeline with a plain `def` step, so each request also pays the hand-off
+to a worker thread.  Targets are checked for `daemon` only; the `daemon-sync`
+ratio is printed for information.
+
 Usage: python bench/run.py [--duration 10] [--servers hypercorn,uvicorn]
-                           [--targets daemon,bare] [--json PATH]
+                           [--targets daemon,daemon-sync,bare] [--json PATH]
+                           [--jobs]
 """
 
 from __future__ import annotations
@@ -36,7 +42,17 @@ BENCH = ROOT / "bench"
 LUA_SCRIPT = BENCH / "post.lua"
 
 SERVERS = ("hypercorn", "uvicorn")
-TARGETS = ("daemon", "bare")
+TARGETS = ("daemon", "daemon-sync", "bare")
+# Daemon targets and the pipeline each serves; BENCH_PIPELINE overrides `daemon`'s.
+# bench/hello_sync.py is named as a module, not as a file path: for a file path the
+# daemon puts the file's folder first on sys.path before it imports its own `jobs`
+# package, and bench/jobs.py would then shadow it (the daemon dies with ImportError).
+PIPELINES = {
+    "daemon": "examples/hello.py:hello",
+    "daemon-sync": "bench.hello_sync:hello",
+}
+SYNC_NOTE = "sync-step variant, information only"
+TARGET_WIDTH = max(len(t) for t in TARGETS)
 CONNECTIONS = (1, 32)
 HOST = "127.0.0.1"
 SERVER_CORE = "0"
@@ -89,6 +105,7 @@ class TargetResult:
     idle_rss_mib: float
     tree_rss_mib: float
     runs: list[WrkResult] = field(default_factory=list)
+    runtime: str | None = None  # the daemon's SERVING_RUNTIME as /info reports it
 
     def run_at(self, conns: int) -> WrkResult | None:
         return next((r for r in self.runs if r.conns == conns), None)
@@ -125,7 +142,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def target_command(server: str, target: str, port: int) -> tuple[list[str], dict[str, str]]:
+def target_command(server: str, target: str, port: int, home: str) -> tuple[list[str], dict[str, str]]:
     pin = ["taskset", "-c", SERVER_CORE]
     env = dict(os.environ)
     if target == "bare":
@@ -139,7 +156,10 @@ def target_command(server: str, target: str, port: int) -> tuple[list[str], dict
         ]
         return [*pin, *cmd], env
     env.update(
-        SERVING_PIPELINE=os.environ.get("BENCH_PIPELINE", "examples/hello.py:hello"),
+        SERVING_PIPELINE=pipeline_for(target),
+        # A fresh home per target: the default runtime captures every run into
+        # $SERVING_HOME/runs.db, which must neither grow across runs nor land in ~.
+        SERVING_HOME=home,
         SERVING_HOST=HOST,
         SERVING_PORT=str(port),
         SERVING_SERVER=server,
@@ -149,10 +169,17 @@ def target_command(server: str, target: str, port: int) -> tuple[list[str], dict
     return [*pin, sys.executable, "-m", "serving"], env
 
 
-def spawn(server: str, target: str, stdout: IO[bytes], stderr: IO[bytes]) -> Running:
+def pipeline_for(target: str) -> str:
+    """Only `daemon` honours BENCH_PIPELINE: `daemon-sync` exists to pin the sync form."""
+    if target == "daemon":
+        return os.environ.get("BENCH_PIPELINE", PIPELINES["daemon"])
+    return PIPELINES[target]
+
+
+def spawn(server: str, target: str, stdout: IO[bytes], stderr: IO[bytes], home: str) -> Running:
     """Own session so teardown can signal the whole tree the target may fork."""
     port = free_port()
-    cmd, env = target_command(server, target, port)
+    cmd, env = target_command(server, target, port, home)
     started_at = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
     return Running(server, target, port, proc, stdout, stderr, started_at)
@@ -209,8 +236,12 @@ def _group_members(pgid: int) -> list[int]:
 def started(server: str, target: str, client: httpx.Client) -> Iterator[tuple[Running, TargetResult]]:
     """Output goes to temp files, not pipes: a chatty server would otherwise
     block on a full pipe nobody reads, and skew or hang the run."""
-    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        running = spawn(server, target, stdout, stderr)
+    with (
+        tempfile.TemporaryFile() as stdout,
+        tempfile.TemporaryFile() as stderr,
+        tempfile.TemporaryDirectory(prefix="bench-home-") as home,
+    ):
+        running = spawn(server, target, stdout, stderr, home)
         try:
             yield running, measure_startup(running, client)
         finally:
@@ -277,7 +308,18 @@ def measure_startup(running: Running, client: httpx.Client) -> TargetResult:
         cold_start_s=cold_start_s,
         idle_rss_mib=rss_mib(pid),
         tree_rss_mib=sum(rss_mib(p) for p in [running.proc.pid, *descendants(running.proc.pid)]),
+        runtime=daemon_runtime(running, client),
     )
+
+
+def daemon_runtime(running: Running, client: httpx.Client) -> str | None:
+    """Which runtime served: the figures depend on it (capture or not)."""
+    if running.target == "bare":
+        return None
+    try:
+        return str(client.get(running.url + "/info").json().get("runtime"))
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
 
 
 # --------------------------------------------------------------------------- /proc
@@ -419,10 +461,12 @@ def run_wrk(running: Running, conns: int, duration: float) -> WrkResult:
 
 
 def bench_server(server: str, targets: list[str], duration: float, warmup: float) -> list[TargetResult]:
-    """Both targets stay up and take turns, so drift hits them equally.
+    """All targets stay up and take turns, so drift hits them equally.
 
-    The order flips at each connection level (ABBA), which cancels a linear
-    trend such as thermal throttling instead of always penalising one side.
+    The order reverses at each connection level (ABBA; with three targets
+    ABC then CBA), so every target has the same mean position and every pair
+    swaps order once: a linear trend such as thermal throttling is spread
+    evenly instead of always penalising one side.
     """
     with (
         httpx.Client(timeout=5.0) as client,
@@ -463,12 +507,13 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def print_table(results: list[TargetResult]) -> None:
-    print(f"{'server':<10} {'target':<7} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  notes")
+    width = TARGET_WIDTH
+    print(f"{'server':<10} {'target':<{width}} {'conns':>5} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  notes")
     for result in results:
         for run in result.runs:
             notes = _run_notes(run)
             print(
-                f"{result.server:<10} {result.target:<7} {run.conns:>5} {_fmt(run.rps, '.0f'):>10} "
+                f"{result.server:<10} {result.target:<{width}} {run.conns:>5} {_fmt(run.rps, '.0f'):>10} "
                 f"{_fmt(run.p50_ms, '.3f'):>8} {_fmt(run.p99_ms, '.3f'):>8}  {notes}"
             )
 
@@ -484,18 +529,30 @@ def _run_notes(run: WrkResult) -> str:
     return "; ".join(notes)
 
 
+# Summary-key prefix of each daemon variant compared with bare; "" keeps the
+# checked daemon's keys (ratio_32, p50_delta_1_ms) as they always were.
+VARIANT_PREFIX = {"daemon": "", "daemon-sync": "sync_"}
+SUMMARY_WIDTH = len("daemon-sync p50 delta @1 conn (- bare)")
+
+
 def summarize(server: str, results: list[TargetResult]) -> dict[str, Any]:
     """Compare within one server only: cross-server ratios mean nothing."""
     by_target = {r.target: r for r in results if r.server == server}
-    daemon, bare = by_target.get("daemon"), by_target.get("bare")
+    bare = by_target.get("bare")
     summary: dict[str, Any] = {"server": server}
     for name, result in by_target.items():
-        summary[f"{name}_cold_start_s"] = result.cold_start_s
-        summary[f"{name}_idle_rss_mib"] = result.idle_rss_mib
-    if daemon and bare:
-        summary["ratio_32"] = _ratio(daemon.run_at(max(CONNECTIONS)), bare.run_at(max(CONNECTIONS)))
-        summary["p50_delta_1_ms"] = _delta(daemon.run_at(min(CONNECTIONS)), bare.run_at(min(CONNECTIONS)))
-    if daemon:
+        summary[f"{name.replace('-', '_')}_cold_start_s"] = result.cold_start_s
+        summary[f"{name.replace('-', '_')}_idle_rss_mib"] = result.idle_rss_mib
+    for name, prefix in VARIANT_PREFIX.items():
+        variant = by_target.get(name)
+        if variant and bare:
+            summary[f"{prefix}ratio_32"] = _ratio(
+                variant.run_at(max(CONNECTIONS)), bare.run_at(max(CONNECTIONS))
+            )
+            summary[f"{prefix}p50_delta_1_ms"] = _delta(
+                variant.run_at(min(CONNECTIONS)), bare.run_at(min(CONNECTIONS))
+            )
+    if "daemon" in by_target:
         summary["checks"] = _checks(server, summary)
     return summary
 
@@ -534,9 +591,14 @@ def _checks(server: str, summary: dict[str, Any]) -> dict[str, bool | None]:
 def print_summary(summary: dict[str, Any], results: list[TargetResult]) -> None:
     server = summary["server"]
     print(f"\n[{server}]")
-    if "ratio_32" in summary:
-        print(f"  daemon/bare req/s @32 conns : {_fmt(summary['ratio_32'], '.3f')}")
-        print(f"  p50 delta @1 conn (d - b)   : {_fmt(summary['p50_delta_1_ms'], '+.3f')} ms")
+    for name, prefix in VARIANT_PREFIX.items():
+        if f"{prefix}ratio_32" not in summary:
+            continue
+        note = f"  ({SYNC_NOTE})" if name != "daemon" else ""
+        label = f"{name}/bare req/s @32 conns"
+        print(f"  {label:<{SUMMARY_WIDTH}}: {_fmt(summary[f'{prefix}ratio_32'], '.3f')}{note}")
+        label = f"{name} p50 delta @1 conn (- bare)"
+        print(f"  {label:<{SUMMARY_WIDTH}}: {_fmt(summary[f'{prefix}p50_delta_1_ms'], '+.3f')} ms{note}")
     for result in (r for r in results if r.server == server):
         pid_note = (
             ""
@@ -544,11 +606,13 @@ def print_summary(summary: dict[str, Any], results: list[TargetResult]) -> None:
             else f" (server pid {result.server_pid}, tree {result.tree_rss_mib:.1f} MiB)"
         )
         print(
-            f"  {result.target:<6} cold start {result.cold_start_s:.3f} s (readyz {result.ready_s:.3f} s), "
+            f"  {result.target:<{TARGET_WIDTH}} cold start {result.cold_start_s:.3f} s "
+            f"(readyz {result.ready_s:.3f} s), "
             f"idle RSS {result.idle_rss_mib:.1f} MiB{pid_note}"
+            + (f", runtime {result.runtime}" if result.runtime else "")
         )
     for name, ok in summary.get("checks", {}).items():
-        print(f"  {'n/a ' if ok is None else 'PASS' if ok else 'FAIL'}  {name}")
+        print(f"  {'n/a ' if ok is None else 'PASS' if ok else 'FAIL'}  daemon {name}")
 
 
 def write_json(
@@ -556,8 +620,9 @@ def write_json(
     args: argparse.Namespace,
     results: list[TargetResult],
     summaries: list[dict[str, Any]],
+    jobs: dict[str, Any] | None = None,
 ) -> None:
-    payload = {
+    payload: dict[str, Any] = {
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "connections": list(CONNECTIONS),
@@ -565,6 +630,8 @@ def write_json(
         "results": [asdict(r) for r in results],
         "summary": summaries,
     }
+    if jobs is not None:
+        payload["jobs"] = jobs
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
@@ -585,8 +652,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(SERVERS),
         help="comma list from: hypercorn,uvicorn",
     )
-    parser.add_argument("--targets", default=",".join(TARGETS), help="comma list from: daemon,bare")
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma list from: {','.join(TARGETS)}",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
+    parser.add_argument(
+        "--jobs",
+        action="store_true",
+        help="then run bench/jobs.py (async jobs, long-poll, SSE fan-out) with its defaults",
+    )
     args = parser.parse_args(argv)
     args.servers = _choices(parser, "--servers", args.servers, SERVERS)
     args.targets = _choices(parser, "--targets", args.targets, TARGETS)
@@ -648,9 +724,31 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     for summary in summaries:
         print_summary(summary, results)
+    jobs: dict[str, Any] | None = None
+    if args.jobs:
+        status, jobs = run_jobs_bench(want_json=args.json is not None)
+        if status != 0:
+            return status
     if args.json:
-        write_json(args.json, args, results, summaries)
+        write_json(args.json, args, results, summaries, jobs)
     return 0
+
+
+def run_jobs_bench(want_json: bool) -> tuple[int, dict[str, Any] | None]:
+    """Run bench/jobs.py in its own process.
+
+    A subprocess rather than an import: jobs.py pins itself to the load core and
+    raises its fd limit, which must not leak into this process; and inside
+    bench/ the name `jobs` would shadow the daemon's own `jobs` package.
+    """
+    print(flush=True)
+    progress("[jobs]")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "jobs.json"
+        cmd = [sys.executable, str(BENCH / "jobs.py"), *(["--json", str(out)] if want_json else [])]
+        status = subprocess.run(cmd, cwd=ROOT, check=False).returncode
+        data = json.loads(out.read_text()) if want_json and out.exists() else None
+    return status, data
 
 
 if __name__ == "__main__":
