@@ -19,6 +19,24 @@ TERMINAL = frozenset({"run_completed", "run_failed", "run_canceled"})
 LONG_POLL = 30.0  # seconds per /jobs/{id}?wait= request; the daemon caps it too
 
 
+FINISHED = frozenset({"completed", "failed", "canceled"})
+
+
+class _Deadline:
+    """Long-poll bookkeeping shared by both clients: how long the next poll may wait."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.at = None if timeout is None else time.monotonic() + timeout
+
+    def next_poll(self) -> float:
+        if self.at is None:
+            return LONG_POLL
+        return max(0.0, min(LONG_POLL, self.at - time.monotonic()))
+
+    def passed(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+
 class ServingError(Exception):
     """The daemon answered with an error; `status` and `problem` (the parsed body) tell why."""
 
@@ -95,15 +113,13 @@ class ServingClient:
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Long-poll until the job finishes or `timeout` seconds pass; returns the job."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _Deadline(timeout)
         while True:
-            step = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
+            step = deadline.next_poll()
             job: dict[str, Any] = _check(
                 self.http.get(f"/jobs/{job_id}", params={"wait": step}, timeout=step + 10)
             )
-            if job["status"] in ("completed", "failed", "canceled"):
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
+            if job["status"] in FINISHED or deadline.passed():
                 return job
 
     def cancel(self, job_id: str) -> dict[str, Any]:
@@ -170,15 +186,13 @@ class AsyncServingClient:
         return _check(await self.http.get(f"/jobs/{job_id}"))  # type: ignore[no-any-return]
 
     async def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _Deadline(timeout)
         while True:
-            step = LONG_POLL if deadline is None else max(0.0, min(LONG_POLL, deadline - time.monotonic()))
+            step = deadline.next_poll()
             job: dict[str, Any] = _check(
                 await self.http.get(f"/jobs/{job_id}", params={"wait": step}, timeout=step + 10)
             )
-            if job["status"] in ("completed", "failed", "canceled"):
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
+            if job["status"] in FINISHED or deadline.passed():
                 return job
 
     async def cancel(self, job_id: str) -> dict[str, Any]:

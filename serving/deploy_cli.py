@@ -74,18 +74,20 @@ class _Spinner:
 # -- pipeline ... ---------------------------------------------------------------------------
 
 
+def _deploy_options(a: argparse.Namespace) -> dict[str, Any]:
+    """The options `_add_deploy_options` defines, as keyword arguments for Deployments."""
+    return {
+        "port": a.port,
+        "auth_key": a.auth_key,
+        "generate_auth_key": a.generate_auth_key,
+        "update": a.update,
+        "flavor": a.flavor,
+    }
+
+
 def cmd_pipeline_deploy(svc: Deployments, a: argparse.Namespace) -> int:
     with _Spinner(f"deploying {a.name!r}") as progress:
-        dep = svc.deploy(
-            a.source,
-            a.name,
-            port=a.port,
-            auth_key=a.auth_key,
-            generate_auth_key=a.generate_auth_key,
-            update=a.update,
-            flavor=a.flavor,
-            progress=progress,
-        )
+        dep = svc.deploy(a.source, a.name, progress=progress, **_deploy_options(a))
     _deployed(dep)
     return EXIT_OK
 
@@ -117,16 +119,7 @@ def cmd_snapshot_list(svc: Deployments, a: argparse.Namespace) -> int:
 
 def cmd_snapshot_deploy(svc: Deployments, a: argparse.Namespace) -> int:
     with _Spinner(f"deploying snapshot {a.snapshot!r} as {a.deployment!r}") as progress:
-        dep = svc.deploy_snapshot(
-            a.snapshot,
-            a.deployment,
-            port=a.port,
-            auth_key=a.auth_key,
-            generate_auth_key=a.generate_auth_key,
-            update=a.update,
-            flavor=a.flavor,
-            progress=progress,
-        )
+        dep = svc.deploy_snapshot(a.snapshot, a.deployment, progress=progress, **_deploy_options(a))
     _deployed(dep)
     return EXIT_OK
 
@@ -342,7 +335,7 @@ def cmd_refresh(svc: Deployments, a: argparse.Namespace) -> int:
 # -- argparse -------------------------------------------------------------------------------
 
 
-def _deploy_options(p: argparse.ArgumentParser) -> None:
+def _add_deploy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="preferred port (default: a free one)")
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--auth-key", help="require this bearer token")
@@ -357,7 +350,7 @@ def add_parsers(sub: Any) -> None:
     deploy = pipe_sub.add_parser("deploy", help="snapshot a pipeline and run it as a deployment")
     deploy.add_argument("source", help="module:attr or path/file.py:attr")
     deploy.add_argument("--name", required=True, help="deployment name")
-    _deploy_options(deploy)
+    _add_deploy_options(deploy)
     deploy.set_defaults(handler=cmd_pipeline_deploy)
     snap = pipe_sub.add_parser("snapshot", help="create, list and deploy snapshots")
     snap_sub = snap.add_subparsers(dest="snapshot_command", required=True)
@@ -369,7 +362,7 @@ def add_parsers(sub: Any) -> None:
     sdeploy = snap_sub.add_parser("deploy", help="run a snapshot as a deployment")
     sdeploy.add_argument("snapshot", help="snapshot name or id")
     sdeploy.add_argument("--deployment", required=True, help="deployment name")
-    _deploy_options(sdeploy)
+    _add_deploy_options(sdeploy)
     sdeploy.set_defaults(handler=cmd_snapshot_deploy)
 
     dep = sub.add_parser("deployment", help="list, describe, invoke and manage deployments")
