@@ -21,7 +21,7 @@ test: install
 
 bench: install
 	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install -y wrk"; exit 1; }
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --jobs
 
 lint: install
 	$(BIN)/ruff check .

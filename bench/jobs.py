@@ -55,8 +55,8 @@ from run import (
 )
 
 HELLO_PIPELINE = "examples/hello.py:hello"
-# A module name, not bench/pipelines_jobs.py: see PIPELINES in run.py (this file would
-# shadow the daemon's `jobs` package).
+# A module name rather than bench/pipelines_jobs.py: it works with daemons from before
+# commit ac55e1a too, which let this file shadow their `jobs` package (see run.py).
 FANOUT_PIPELINE = "bench.pipelines_jobs:ticker"
 SERVERS = ("hypercorn", "uvicorn")
 SECTIONS = ("submit", "latency", "fanout")

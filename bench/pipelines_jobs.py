@@ -7,8 +7,9 @@ all its streams before events start to flow when it opens very many of them.
 
     SERVING_PIPELINE=bench.pipelines_jobs:ticker python -m serving   # from the repo root
 
-Name it as a module, not as `bench/pipelines_jobs.py`: for a file path the daemon
-puts bench/ first on sys.path, and bench/jobs.py then shadows its `jobs` package.
+The harness names it as a module. A file path (`bench/pipelines_jobs.py:ticker`)
+works too since commit ac55e1a; before it, the daemon put bench/ first on sys.path
+and bench/jobs.py shadowed its `jobs` package.
 """
 
 import asyncio

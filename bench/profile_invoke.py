@@ -18,8 +18,12 @@ Method (also in bench/README.md):
    one component off (SERVING_RUNTIME=memory: no capture; SERVING_CANCEL_ON_DISCONNECT
    =false: no watch timer) and compare the saving with that component's row.
 
+The runtime is the daemon's default unless `--runtime` (or SERVING_RUNTIME) names
+one; with `--runtime memory` there is no capture, and no capture cross-check.
+
 Usage: python bench/profile_invoke.py [--requests 10000] [--repeats 3]
                                       [--interval 0.0001] [--html DIR] [--no-ablation]
+                                      [--runtime realtime|memory]
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from serving.logs import configure_logging  # noqa: E402
 from serving.settings import load_settings  # noqa: E402
 
 SERVER_CORE = 0  # same core as the daemon in run.py
+RUNTIMES = ("realtime", "memory")
 VARIANTS = {
     "async step": "examples/hello.py:hello",
     # A module name, not bench/hello_sync.py: see PIPELINES in run.py.
@@ -282,6 +287,11 @@ class VariantProfile:
         return self.shares.get(component, 0.0) * self.us_per_request
 
 
+def runtime_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings overrides for the chosen runtime; none means the daemon's default."""
+    return {"runtime": args.runtime} if args.runtime else {}
+
+
 async def measure(name: str, spec: str, args: argparse.Namespace) -> VariantProfile:
     with tempfile.TemporaryDirectory(prefix="bench-home-") as home:
         return await _measure(name, spec, home, args)
@@ -290,7 +300,7 @@ async def measure(name: str, spec: str, args: argparse.Namespace) -> VariantProf
 async def _measure(name: str, spec: str, home: str, args: argparse.Namespace) -> VariantProfile:
     from pyinstrument import Profiler
 
-    app, runtime = build_app(spec, home)
+    app, runtime = build_app(spec, home, runtime_overrides(args))
     async with Lifespan(app):
         await drive(app, WARMUP)
         before = thread_cpu()
@@ -339,15 +349,20 @@ ABLATIONS: dict[str, tuple[dict[str, Any], str]] = {
 async def time_with(spec: str, overrides: dict[str, Any], args: argparse.Namespace) -> float:
     """Unprofiled µs per request with some settings changed."""
     with tempfile.TemporaryDirectory(prefix="bench-home-") as home:
-        app, _ = build_app(spec, home, overrides)
+        app, _ = build_app(spec, home, {**runtime_overrides(args), **overrides})
         async with Lifespan(app):
             await drive(app, WARMUP)
             runs = [await drive(app, args.requests) for _ in range(args.repeats)]
     return statistics.median(runs) / args.requests * 1e6
 
 
-async def ablations(spec: str, args: argparse.Namespace) -> dict[str, float]:
-    return {label: await time_with(spec, overrides, args) for label, (overrides, _) in ABLATIONS.items()}
+async def ablations(spec: str, args: argparse.Namespace, runtime: str) -> dict[str, float]:
+    """Each ablation that changes something: on the memory runtime there is no capture to drop."""
+    return {
+        label: await time_with(spec, overrides, args)
+        for label, (overrides, _) in ABLATIONS.items()
+        if overrides.get("runtime") != runtime
+    }
 
 
 def print_ablations(baseline: VariantProfile, timed: dict[str, float]) -> None:
@@ -432,7 +447,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-ablation", action="store_true", help="skip the unprofiled runs with one component off"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=os.environ.get("SERVING_RUNTIME") or None,
+        help="the daemon's runtime (default: SERVING_RUNTIME, else the daemon's default, realtime)",
+    )
+    args = parser.parse_args(argv)
+    if args.runtime is not None and args.runtime not in RUNTIMES:
+        parser.error(f"SERVING_RUNTIME={args.runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    return args
 
 
 def run_loop(main: Awaitable[list[VariantProfile]]) -> list[VariantProfile]:
@@ -453,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     async def all_variants() -> list[VariantProfile]:
         profiles = [await measure(name, spec, args) for name, spec in VARIANTS.items()]
         if not args.no_ablation:
-            timed.update(await ablations(VARIANTS["async step"], args))
+            timed.update(await ablations(VARIANTS["async step"], args, profiles[0].runtime))
         return profiles
 
     profiles = run_loop(all_variants())

@@ -5,14 +5,18 @@ the same run, on the same pinned core, does not (much).  That ratio, the p50
 latency the daemon adds, its cold start and its idle memory are what we hold
 the daemon to.  See bench/README.md for the method and the targets.
 
-`daemon` serves an async step (it runs on the event loop); `daemon-sync` serves
-the same pipeline with a plain `def` step, so each request also pays the hand-off
-to a worker thread.  Targets are checked for `daemon` only; the `daemon-sync`
-ratio is printed for information.
+`daemon` serves an async step (it runs on the event loop) on the MemoryOnly
+runtime; `daemon-sync` serves the same pipeline with a plain `def` step, so each
+request also pays the hand-off to a worker thread.  `daemon-realtime` is `daemon`
+on the default `realtime` runtime with full capture: its req/s over `daemon`'s
+is the price of capture, and the harness checks that no capture record was
+dropped and counts the rows of its runs.db against the requests it served.
+The daemon/bare targets are checked for `daemon` only; the `daemon-sync` ratio is
+printed for information.
 
 Usage: python bench/run.py [--duration 10] [--servers hypercorn,uvicorn]
-                           [--targets daemon,daemon-sync,bare] [--json PATH]
-                           [--jobs]
+                           [--targets daemon,daemon-sync,daemon-realtime,bare]
+                           [--json PATH] [--jobs]
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -42,16 +47,32 @@ BENCH = ROOT / "bench"
 LUA_SCRIPT = BENCH / "post.lua"
 
 SERVERS = ("hypercorn", "uvicorn")
-TARGETS = ("daemon", "daemon-sync", "bare")
-# Daemon targets and the pipeline each serves; BENCH_PIPELINE overrides `daemon`'s.
-# bench/hello_sync.py is named as a module, not as a file path: for a file path the
-# daemon puts the file's folder first on sys.path before it imports its own `jobs`
-# package, and bench/jobs.py would then shadow it (the daemon dies with ImportError).
+TARGETS = ("daemon", "daemon-sync", "daemon-realtime", "bare")
+# Daemon targets and the pipeline each serves; BENCH_PIPELINE overrides the hello
+# pipeline of `daemon` and `daemon-realtime` (both, so their ratio stays like for like).
+# bench/hello_sync.py is named as a module: daemons before commit ac55e1a let a file
+# path's folder shadow their own packages (bench/jobs.py shadowed `jobs`), and a
+# module name works with every version.
+HELLO_PIPELINE = "examples/hello.py:hello"
 PIPELINES = {
-    "daemon": "examples/hello.py:hello",
+    "daemon": HELLO_PIPELINE,
     "daemon-sync": "bench.hello_sync:hello",
+    "daemon-realtime": HELLO_PIPELINE,
 }
-SYNC_NOTE = "sync-step variant, information only"
+# SERVING_RUNTIME per daemon target; None leaves it unset, i.e. the default (realtime).
+# The foundation issue's spec: "the daemon (hello example, MemoryOnly)".
+RUNTIME_ENV: dict[str, str | None] = {
+    "daemon": "memory",
+    "daemon-sync": "memory",
+    "daemon-realtime": None,
+}
+# The runtime each daemon target must report on /info; anything else aborts the run.
+EXPECTED_RUNTIME = {"daemon": "memory", "daemon-sync": "memory", "daemon-realtime": "realtime"}
+CAPTURE_TARGET = "daemon-realtime"  # the target whose capture is checked
+VARIANT_NOTE = {
+    "daemon-sync": "sync-step variant, information only",
+    "daemon-realtime": "realtime runtime, information only",
+}
 TARGET_WIDTH = max(len(t) for t in TARGETS)
 CONNECTIONS = (1, 32)
 HOST = "127.0.0.1"
@@ -66,11 +87,18 @@ RATIO_TARGET = {"hypercorn": 0.8, "uvicorn": 0.75}
 P50_DELTA_TARGET_MS = 0.3
 COLD_START_TARGET_S = 0.5
 IDLE_RSS_TARGET_MIB = 60.0
+# Capture must cost little and lose nothing: realtime/memory req/s at 32 connections.
+REALTIME_RATIO_TARGET = 0.9
 
 START_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.005
 WARMUP_REQUESTS = 20
 STOP_GRACE_S = 5.0
+# A capturing daemon flushes its queue on SIGTERM before it exits; give it the time.
+CAPTURE_STOP_GRACE_S = 60.0
+# After each wrk run against the capturing daemon, wait (bounded) until its capture
+# queue is empty, so its writer never runs while the next target is measured.
+CAPTURE_SETTLE_TIMEOUT_S = 60.0
 STDERR_TAIL_LINES = 20
 
 
@@ -95,6 +123,52 @@ class WrkResult:
 
 
 @dataclass
+class CaptureMetrics:
+    """The capture figures of one /metrics scrape (absent series count as zero)."""
+
+    written: float  # serving_capture_events_total: records the sink has stored
+    dropped: dict[str, float]  # serving_capture_dropped_total by reason
+    queue_depth: float  # serving_capture_queue_depth
+
+    @property
+    def dropped_total(self) -> float:
+        return sum(self.dropped.values())
+
+
+@dataclass
+class CaptureOutcome:
+    """What the capturing daemon kept of the load: /metrics under load, runs.db after exit."""
+
+    after_32: CaptureMetrics | None = None  # scraped right after the 32-connection wrk run
+    # Seconds, per wrk run (warm-up first), from the end of the run until the capture
+    # queue was empty: the capture work the run left behind.
+    settle_s: list[float | None] = field(default_factory=list)
+    exit_status: int | None = None  # after SIGTERM; None if it had to be killed
+    exit_s: float | None = None  # SIGTERM to exit (includes the final flush)
+    flushed: dict[str, int] | None = None  # its `capture_flushed` log line: written, dropped
+    rows: int | None = None  # rows of the `runs` table after exit
+    rows_by_status: dict[str, int] = field(default_factory=dict)
+    code_rows: int | None = None  # rows of the `code` table (one capture record per version)
+    # Requests it answered with 2xx: the harness's own start-up POSTs plus every wrk
+    # run's requests minus its non-2xx, warm-up included.
+    requests_2xx: int | None = None
+    requests_non_2xx: int = 0
+    # The daemon's own count of POST /invoke replies by status (serving_requests_total),
+    # scraped after the last run: it includes the replies wrk never read.
+    invoke_replies: dict[str, int] = field(default_factory=dict)
+    # wrk stops with up to `connections` requests in flight and never counts their
+    # replies; the daemon still runs (or cancels) them, and captures each one.
+    uncounted_bound: int = 0
+    error: str | None = None
+
+    @property
+    def rows_minus_requests(self) -> int | None:
+        if self.rows is None or self.requests_2xx is None:
+            return None
+        return self.rows - self.requests_2xx
+
+
+@dataclass
 class TargetResult:
     server: str
     target: str
@@ -106,6 +180,10 @@ class TargetResult:
     tree_rss_mib: float
     runs: list[WrkResult] = field(default_factory=list)
     runtime: str | None = None  # the daemon's SERVING_RUNTIME as /info reports it
+    warmup: WrkResult | None = None  # the unmeasured warm-up run (counted for capture)
+    startup_invokes: int = 0  # POST /invoke answered 200 while starting (cold start, warm-up)
+    startup_invokes_other: int = 0  # ... answered with any other status
+    capture: CaptureOutcome | None = None  # CAPTURE_TARGET only
 
     def run_at(self, conns: int) -> WrkResult | None:
         return next((r for r in self.runs if r.conns == conns), None)
@@ -122,6 +200,8 @@ class Running:
     stdout: IO[bytes]
     stderr: IO[bytes]
     started_at: float
+    invokes_ok: int = 0  # POST /invoke answered 200 by wait_for
+    invokes_other: int = 0  # POST /invoke answered otherwise by wait_for
 
     @property
     def label(self) -> str:
@@ -155,9 +235,15 @@ def target_command(server: str, target: str, port: int, home: str) -> tuple[list
             str(port),
         ]
         return [*pin, *cmd], env
+    # The runtime and what it captures are the target's, never the caller's shell's.
+    for key in [k for k in env if k == "SERVING_RUNTIME" or k.startswith("SERVING_CAPTURE_")]:
+        del env[key]
+    runtime = RUNTIME_ENV[target]
+    if runtime is not None:
+        env["SERVING_RUNTIME"] = runtime
     env.update(
         SERVING_PIPELINE=pipeline_for(target),
-        # A fresh home per target: the default runtime captures every run into
+        # A fresh home per target: the realtime runtime captures every run into
         # $SERVING_HOME/runs.db, which must neither grow across runs nor land in ~.
         SERVING_HOME=home,
         SERVING_HOST=HOST,
@@ -170,9 +256,10 @@ def target_command(server: str, target: str, port: int, home: str) -> tuple[list
 
 
 def pipeline_for(target: str) -> str:
-    """Only `daemon` honours BENCH_PIPELINE: `daemon-sync` exists to pin the sync form."""
-    if target == "daemon":
-        return os.environ.get("BENCH_PIPELINE", PIPELINES["daemon"])
+    """BENCH_PIPELINE replaces the hello pipeline (`daemon`, `daemon-realtime`);
+    `daemon-sync` exists to pin the sync form."""
+    if PIPELINES[target] == HELLO_PIPELINE:
+        return os.environ.get("BENCH_PIPELINE", HELLO_PIPELINE)
     return PIPELINES[target]
 
 
@@ -243,7 +330,10 @@ def started(server: str, target: str, client: httpx.Client) -> Iterator[tuple[Ru
     ):
         running = spawn(server, target, stdout, stderr, home)
         try:
-            yield running, measure_startup(running, client)
+            result = measure_startup(running, client)
+            yield running, result
+            if result.capture is not None:
+                finish_capture(running, result, Path(home), client)
         finally:
             stop(running)
 
@@ -270,6 +360,11 @@ def wait_for(running: Running, client: httpx.Client, method: str, path: str) -> 
         try:
             body = REQUEST_BODY if method == "POST" else None
             response = client.request(method, running.url + path, json=body)
+            if method == "POST":  # each one is a run the daemon may capture
+                if response.status_code == 200:
+                    running.invokes_ok += 1
+                else:
+                    running.invokes_other += 1
             if response.status_code == 200:
                 return response
             last = f"HTTP {response.status_code}: {response.text[:200]}"
@@ -299,7 +394,7 @@ def measure_startup(running: Running, client: httpx.Client) -> TargetResult:
     for _ in range(WARMUP_REQUESTS):
         check_payload(running, wait_for(running, client, "POST", "/invoke"))
     pid = server_pid(running.proc.pid, running.port)
-    return TargetResult(
+    result = TargetResult(
         server=running.server,
         target=running.target,
         pid=running.proc.pid,
@@ -309,7 +404,14 @@ def measure_startup(running: Running, client: httpx.Client) -> TargetResult:
         idle_rss_mib=rss_mib(pid),
         tree_rss_mib=sum(rss_mib(p) for p in [running.proc.pid, *descendants(running.proc.pid)]),
         runtime=daemon_runtime(running, client),
+        startup_invokes=running.invokes_ok,
+        startup_invokes_other=running.invokes_other,
+        capture=CaptureOutcome() if running.target == CAPTURE_TARGET else None,
     )
+    expected = EXPECTED_RUNTIME.get(running.target)
+    if expected is not None and result.runtime != expected:
+        raise _fail(running, f"/info reports runtime {result.runtime!r}, expected {expected!r}")
+    return result
 
 
 def daemon_runtime(running: Running, client: httpx.Client) -> str | None:
@@ -413,6 +515,143 @@ def server_pid(root: int, port: int) -> int:
     return holders[-1] if holders else root
 
 
+# --------------------------------------------------------------------------- capture
+
+_SAMPLE = re.compile(r"^(serving_capture_\w+?)(?:\{([^}]*)\})?\s+(\S+)\s*$", re.MULTILINE)
+_REASON = re.compile(r'reason="([^"]*)"')
+SETTLE_POLL_S = 0.025
+
+
+def parse_capture_metrics(text: str) -> CaptureMetrics:
+    """The capture series of a Prometheus text page; a counter never incremented has no line."""
+    written = depth = 0.0
+    dropped: dict[str, float] = {}
+    for name, labels, value in _SAMPLE.findall(text):
+        if name == "serving_capture_events_total":
+            written = float(value)
+        elif name == "serving_capture_queue_depth":
+            depth = float(value)
+        elif name == "serving_capture_dropped_total":
+            reason = _REASON.search(labels or "")
+            key = reason.group(1) if reason else "?"
+            dropped[key] = dropped.get(key, 0.0) + float(value)
+    return CaptureMetrics(written=written, dropped=dropped, queue_depth=depth)
+
+
+_INVOKE_REPLIES = re.compile(r"^serving_requests_total\{([^}]*)\}\s+(\S+)\s*$", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def parse_invoke_replies(text: str) -> dict[str, int]:
+    """POST /invoke replies by status, from the daemon's own HTTP counter."""
+    replies: dict[str, int] = {}
+    for labels, value in _INVOKE_REPLIES.findall(text):
+        found = dict(_LABEL.findall(labels))
+        if found.get("method") == "POST" and found.get("route") == "/invoke":
+            status = found.get("status", "?")
+            replies[status] = replies.get(status, 0) + int(float(value))
+    return replies
+
+
+def scrape_capture(running: Running, client: httpx.Client) -> CaptureMetrics:
+    """A /metrics page the capturing daemon cannot serve ends the run, as a death would."""
+    try:
+        response = client.get(running.url + "/metrics")
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        _check_alive(running, phase="died under load")
+        why = f"GET /metrics: {type(exc).__name__}: {exc}"
+        raise _fail(running, why, phase="failed under load") from None
+    return parse_capture_metrics(response.text)
+
+
+def settle_capture(running: Running, client: httpx.Client, since: float) -> float | None:
+    """Seconds from `since` until the capture queue is empty and the written count has
+    stopped moving (the last batch is popped before it is written); None on timeout.
+
+    Run after every wrk run against the capturing daemon: its writer thread must not
+    take core 0 from the next target's run.
+    """
+    deadline = time.perf_counter() + CAPTURE_SETTLE_TIMEOUT_S
+    previous: CaptureMetrics | None = None
+    while time.perf_counter() < deadline:
+        current = scrape_capture(running, client)
+        if (
+            previous is not None
+            and current.queue_depth == 0
+            and previous.queue_depth == 0
+            and current.written == previous.written
+        ):
+            return time.perf_counter() - since
+        previous = current
+        time.sleep(SETTLE_POLL_S)
+    return None
+
+
+def served_requests(result: TargetResult) -> tuple[int | None, int, int]:
+    """(2xx replies, other replies, replies wrk may have left uncounted) over every run."""
+    runs = [run for run in (result.warmup, *result.runs) if run is not None]
+    if any(run.requests is None for run in runs):
+        return None, 0, 0  # a wrk run failed: its requests are unknown
+    ok = result.startup_invokes + sum((run.requests or 0) - run.non_2xx for run in runs)
+    other = result.startup_invokes_other + sum(run.non_2xx for run in runs)
+    return ok, other, sum(run.conns for run in runs)
+
+
+def finish_capture(running: Running, result: TargetResult, home: Path, client: httpx.Client) -> None:
+    """SIGTERM the capturing daemon, wait for it to flush and exit, then count what it kept."""
+    outcome = result.capture
+    assert outcome is not None
+    outcome.requests_2xx, outcome.requests_non_2xx, outcome.uncounted_bound = served_requests(result)
+    try:
+        outcome.invoke_replies = parse_invoke_replies(client.get(running.url + "/metrics").text)
+    except httpx.HTTPError as exc:
+        outcome.error = f"/metrics before SIGTERM: {type(exc).__name__}"
+    progress(f"  stop {running.label} (SIGTERM, wait for the capture flush)")
+    sent = time.perf_counter()
+    try:
+        os.killpg(running.proc.pid, signal.SIGTERM)
+        outcome.exit_status = running.proc.wait(timeout=CAPTURE_STOP_GRACE_S)
+        outcome.exit_s = time.perf_counter() - sent
+        _wait_group_gone(running, STOP_GRACE_S)
+    except ProcessLookupError:
+        outcome.error = "the daemon was gone before SIGTERM"
+    except subprocess.TimeoutExpired:
+        outcome.error = f"no exit within {CAPTURE_STOP_GRACE_S:g} s of SIGTERM; killed"
+        stop(running)
+    outcome.flushed = flushed_line(running)
+    try:
+        outcome.rows, outcome.rows_by_status, outcome.code_rows = count_runs(home / "runs.db")
+    except sqlite3.Error as exc:
+        outcome.error = f"{outcome.error + '; ' if outcome.error else ''}runs.db: {exc}"
+
+
+def flushed_line(running: Running) -> dict[str, int] | None:
+    """The daemon's last `capture_flushed` log line (JSON logs): written and dropped."""
+    found = None
+    for stream in (running.stdout, running.stderr):
+        stream.flush()
+        stream.seek(0)
+        for line in stream.read().decode(errors="replace").splitlines():
+            if '"capture_flushed"' not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            found = {key: int(record.get(key, 0)) for key in ("written", "dropped")}
+    return found
+
+
+def count_runs(path: Path) -> tuple[int, dict[str, int], int]:
+    if not path.exists():
+        raise sqlite3.OperationalError(f"{path.name} does not exist")
+    with closing(sqlite3.connect(path)) as conn:
+        by_status = dict(conn.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
+        code = conn.execute("SELECT count(*) FROM code").fetchone()[0]
+    return sum(by_status.values()), by_status, int(code)
+
+
 # --------------------------------------------------------------------------- wrk
 
 _UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -463,23 +702,37 @@ def run_wrk(running: Running, conns: int, duration: float) -> WrkResult:
 def bench_server(server: str, targets: list[str], duration: float, warmup: float) -> list[TargetResult]:
     """All targets stay up and take turns, so drift hits them equally.
 
-    The order reverses at each connection level (ABBA; with three targets
-    ABC then CBA), so every target has the same mean position and every pair
+    The order reverses at each connection level (ABBA; with four targets
+    ABCD then DCBA), so every target has the same mean position and every pair
     swaps order once: a linear trend such as thermal throttling is spread
-    evenly instead of always penalising one side.
+    evenly instead of always penalising one side.  After each run against the
+    capturing daemon the harness waits until its capture queue is empty, so
+    no target is measured while that daemon's writer still works on core 0.
     """
     with (
         httpx.Client(timeout=5.0) as client,
         _all_started(server, targets, client) as live,
     ):
-        for running, _ in live:
-            run_wrk(running, max(CONNECTIONS), warmup)
+        for running, result in live:
+            result.warmup = run_wrk(running, max(CONNECTIONS), warmup)
+            _after_run(running, result, client)
         for index, conns in enumerate(CONNECTIONS):
             order = live if index % 2 == 0 else live[::-1]
             for running, result in order:
                 progress(f"  wrk {running.label} c={conns} {duration:g}s")
                 result.runs.append(run_wrk(running, conns, duration))
+                _after_run(running, result, client, scrape=conns == max(CONNECTIONS))
         return [result for _, result in live]
+
+
+def _after_run(running: Running, result: TargetResult, client: httpx.Client, scrape: bool = False) -> None:
+    """For the capturing daemon: read /metrics at once (if asked), then let it settle."""
+    if result.capture is None:
+        return
+    ended = time.perf_counter()
+    if scrape:
+        result.capture.after_32 = scrape_capture(running, client)
+    result.capture.settle_s.append(settle_capture(running, client, ended))
 
 
 @contextmanager
@@ -531,8 +784,8 @@ def _run_notes(run: WrkResult) -> str:
 
 # Summary-key prefix of each daemon variant compared with bare; "" keeps the
 # checked daemon's keys (ratio_32, p50_delta_1_ms) as they always were.
-VARIANT_PREFIX = {"daemon": "", "daemon-sync": "sync_"}
-SUMMARY_WIDTH = len("daemon-sync p50 delta @1 conn (- bare)")
+VARIANT_PREFIX = {"daemon": "", "daemon-sync": "sync_", "daemon-realtime": "realtime_"}
+SUMMARY_WIDTH = len("daemon-realtime p50 delta @1 conn (- bare)")
 
 
 def summarize(server: str, results: list[TargetResult]) -> dict[str, Any]:
@@ -554,7 +807,36 @@ def summarize(server: str, results: list[TargetResult]) -> dict[str, Any]:
             )
     if "daemon" in by_target:
         summary["checks"] = _checks(server, summary)
+    realtime = by_target.get(CAPTURE_TARGET)
+    if realtime is not None:
+        summary.update(_capture_summary(realtime, by_target.get("daemon")))
     return summary
+
+
+def _capture_summary(realtime: TargetResult, memory: TargetResult | None) -> dict[str, Any]:
+    """realtime/memory req/s and what capture kept; figures flat, as the other keys."""
+    peak = max(CONNECTIONS)
+    outcome = realtime.capture or CaptureOutcome()
+    after = outcome.after_32
+    out: dict[str, Any] = {
+        "realtime_memory_ratio_32": _ratio(realtime.run_at(peak), memory.run_at(peak)) if memory else None,
+        "capture_written_32": after.written if after else None,
+        "capture_dropped_32": after.dropped_total if after else None,
+        "capture_queue_depth_32": after.queue_depth if after else None,
+        "capture_rows": outcome.rows,
+        "capture_requests_2xx": outcome.requests_2xx,
+        "capture_rows_minus_requests": outcome.rows_minus_requests,
+        "capture_uncounted_bound": outcome.uncounted_bound,
+        "capture_invoke_replies": outcome.invoke_replies,
+    }
+    ratio, dropped = out["realtime_memory_ratio_32"], out["capture_dropped_32"]
+    out["realtime_checks"] = {
+        f"realtime/memory req/s @32 >= {REALTIME_RATIO_TARGET}": (
+            None if ratio is None else ratio >= REALTIME_RATIO_TARGET
+        ),
+        "capture records dropped == 0": None if dropped is None else dropped == 0,
+    }
+    return out
 
 
 def _ratio(daemon: WrkResult | None, bare: WrkResult | None) -> float | None:
@@ -594,7 +876,7 @@ def print_summary(summary: dict[str, Any], results: list[TargetResult]) -> None:
     for name, prefix in VARIANT_PREFIX.items():
         if f"{prefix}ratio_32" not in summary:
             continue
-        note = f"  ({SYNC_NOTE})" if name != "daemon" else ""
+        note = f"  ({VARIANT_NOTE[name]})" if name in VARIANT_NOTE else ""
         label = f"{name}/bare req/s @32 conns"
         print(f"  {label:<{SUMMARY_WIDTH}}: {_fmt(summary[f'{prefix}ratio_32'], '.3f')}{note}")
         label = f"{name} p50 delta @1 conn (- bare)"
@@ -612,7 +894,63 @@ def print_summary(summary: dict[str, Any], results: list[TargetResult]) -> None:
             + (f", runtime {result.runtime}" if result.runtime else "")
         )
     for name, ok in summary.get("checks", {}).items():
-        print(f"  {'n/a ' if ok is None else 'PASS' if ok else 'FAIL'}  daemon {name}")
+        print(f"  {_verdict(ok)}  daemon {name}")
+    realtime = next((r for r in results if r.server == server and r.target == CAPTURE_TARGET), None)
+    if realtime is not None and realtime.capture is not None:
+        print_capture(summary, realtime.capture)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a " if ok is None else "PASS" if ok else "FAIL"
+
+
+def print_capture(summary: dict[str, Any], outcome: CaptureOutcome) -> None:
+    label = f"{CAPTURE_TARGET}/daemon req/s @32 conns"
+    print(f"  {label:<{SUMMARY_WIDTH}}: {_fmt(summary.get('realtime_memory_ratio_32'), '.3f')}")
+    after = outcome.after_32
+    if after is not None:
+        reasons = ", ".join(f"{k} {v:g}" for k, v in sorted(after.dropped.items()))
+        print(
+            f"  capture, /metrics right after the 32-conn run: {after.written:g} records written, "
+            f"{after.dropped_total:g} dropped{f' ({reasons})' if reasons else ''}, "
+            f"queue depth {after.queue_depth:g}"
+        )
+    if outcome.settle_s:
+        settled = ", ".join("timeout" if s is None else f"{s:.2f}" for s in outcome.settle_s)
+        print(f"  capture queue empty after each run (warm-up, then in run order): {settled} s")
+    if outcome.exit_s is not None:
+        flushed = outcome.flushed
+        log = f"; its log: written {flushed['written']}, dropped {flushed['dropped']}" if flushed else ""
+        print(f"  after SIGTERM: exit status {outcome.exit_status} in {outcome.exit_s:.2f} s{log}")
+    if outcome.rows is not None:
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(outcome.rows_by_status.items()))
+        diff = outcome.rows_minus_requests
+        print(
+            f"  runs.db: {outcome.rows} rows ({statuses}) vs {_fmt_int(outcome.requests_2xx)} 2xx "
+            f"requests ({'n/a' if diff is None else f'{diff:+d}'}; wrk leaves up to "
+            f"{outcome.uncounted_bound} in flight uncounted when it stops"
+            + (f"; {outcome.requests_non_2xx} non-2xx" if outcome.requests_non_2xx else "")
+            + f"); code rows {outcome.code_rows}"
+        )
+        if outcome.invoke_replies:
+            replies = ", ".join(f"{k} {v}" for k, v in sorted(outcome.invoke_replies.items()))
+            same = outcome.rows == sum(outcome.invoke_replies.values())
+            print(
+                f"  the daemon's own count of POST /invoke replies (serving_requests_total): {replies}; "
+                f"rows {'match' if same else 'DO NOT match'} it"
+            )
+        if outcome.flushed is not None and outcome.code_rows is not None:
+            stored = outcome.rows + outcome.code_rows
+            same = "matches" if stored == outcome.flushed["written"] else "DOES NOT match"
+            print(f"  runs.db rows + code rows = {stored}: {same} the records its log says it wrote")
+    if outcome.error:
+        print(f"  capture: {outcome.error}")
+    for name, ok in summary.get("realtime_checks", {}).items():
+        print(f"  {_verdict(ok)}  {CAPTURE_TARGET} {name}")
+
+
+def _fmt_int(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
 
 
 def write_json(
@@ -626,6 +964,9 @@ def write_json(
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "connections": list(CONNECTIONS),
+        "targets": args.targets,
+        "runtimes": {t: EXPECTED_RUNTIME[t] for t in args.targets if t in EXPECTED_RUNTIME},
+        "loadavg": os.getloadavg(),
         "python": sys.version.split()[0],
         "results": [asdict(r) for r in results],
         "summary": summaries,
@@ -664,6 +1005,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="then run bench/jobs.py (async jobs, long-poll, SSE fan-out) with its defaults",
     )
     args = parser.parse_args(argv)
+    for flag, value in (("--duration", args.duration), ("--warmup", args.warmup)):
+        if value < 1 or value != int(value):  # wrk's -d takes whole seconds only
+            parser.error(f"{flag}: expected a whole number of seconds >= 1, got {value:g}")
     args.servers = _choices(parser, "--servers", args.servers, SERVERS)
     args.targets = _choices(parser, "--targets", args.targets, TARGETS)
     return args
@@ -709,6 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
     # make/CI stop us with SIGTERM; turn it into an exception so `finally` reaps children.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: list[TargetResult] = []
+    load_start = os.getloadavg()[0]
     try:
         for server in runnable_servers(args.servers):
             progress(f"[{server}]")
@@ -720,7 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     servers = sorted({r.server for r in results}, key=SERVERS.index)
     summaries = [summarize(server, results) for server in servers]
-    print()
+    print(f"\n1-minute load average: {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     print_table(results)
     for summary in summaries:
         print_summary(summary, results)
