@@ -64,6 +64,27 @@ CREATE TABLE IF NOT EXISTS code (
 """
 
 
+_MAX_VARIABLES = 30_000  # below SQLite's default limit of 32766 bound parameters
+
+
+def _insert_many(conn: sqlite3.Connection, insert: str, rows: list[tuple[object, ...]]) -> None:
+    """Insert rows with multi-row VALUES statements: one step per few hundred rows.
+
+    `executemany` steps once per row, and the sqlite3 module releases and re-takes the
+    GIL around every step: on a single busy core each of those is a thread switch with
+    the event loop, which cost the loop more than the writing itself.
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    per_statement = max(1, _MAX_VARIABLES // width)
+    row_sql = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        params = [value for row in chunk for value in row]
+        conn.execute(f"{insert} VALUES {','.join([row_sql] * len(chunk))}", params)
+
+
 class SQLiteSink:
     """Runs, step runs, logs, artifacts and code in one SQLite file.
 
@@ -141,16 +162,11 @@ class SQLiteSink:
                 )
         with conn:  # one transaction per batch
             conn.execute("BEGIN")
-            if runs:
-                conn.executemany("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", runs)
-            if steps:
-                conn.executemany("INSERT OR REPLACE INTO step_runs VALUES (?,?,?,?,?,?,?,?,?,?,?)", steps)
-            if logs:
-                conn.executemany("INSERT OR REPLACE INTO step_logs VALUES (?,?,?,?,?,?)", logs)
-            if artifacts:
-                conn.executemany("INSERT INTO artifacts VALUES (?,?,?,?,?)", artifacts)
-            if code:
-                conn.executemany("INSERT OR IGNORE INTO code VALUES (?,?,?,?,?)", code)
+            _insert_many(conn, "INSERT OR REPLACE INTO runs", runs)
+            _insert_many(conn, "INSERT OR REPLACE INTO step_runs", steps)
+            _insert_many(conn, "INSERT OR REPLACE INTO step_logs", logs)
+            _insert_many(conn, "INSERT INTO artifacts", artifacts)
+            _insert_many(conn, "INSERT OR IGNORE INTO code", code)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -96,12 +96,8 @@ class _RunCapture:
             error=error,
         )
         if self.capture.metadata:
-            inputs: Any = kwargs
-            if args:  # by parameter name, so redaction sees `password` and the like
-                try:
-                    inputs = node.step.signature.bind(*args, **kwargs).arguments
-                except TypeError:
-                    inputs = {**dict(enumerate(args)), **kwargs}
+            # By parameter name, so redaction sees `password` and the like.
+            inputs = node.step.named_inputs(args, kwargs)
             record.input_preview = preview(inputs, self.max_bytes)
             if status in ("completed", "cached"):
                 record.output_preview = preview(value, self.max_bytes)

@@ -122,6 +122,8 @@ class Step:
         self.is_async_gen = inspect.isasyncgenfunction(fn)
         self.is_gen = inspect.isgeneratorfunction(fn)
         self.signature = inspect.signature(fn)
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        self.positional_names = tuple(p.name for p in self.signature.parameters.values() if p.kind in kinds)
         self.outputs = outputs_of(fn, self.name)
         # A step with several named outputs must return a tuple of exactly that many.
         self.tuple_size = len(self.outputs) if self.outputs[0].index is not None else 0
@@ -129,6 +131,17 @@ class Step:
 
     def __repr__(self) -> str:
         return f"<step {self.name}>"
+
+    def named_inputs(self, args: list[Any], kwargs: dict[str, Any]) -> dict[Any, Any]:
+        """The call's inputs keyed by parameter name (extra positionals by index)."""
+        if not args:
+            return kwargs
+        names = self.positional_names
+        named: dict[Any, Any] = dict(zip(names, args, strict=False))
+        for i in range(len(names), len(args)):
+            named[i] = args[i]
+        named.update(kwargs)
+        return named
 
     def __call__(self, *args: Any, after: Any = None, **kwargs: Any) -> Any:
         trace = current_trace.get()
