@@ -87,6 +87,10 @@ class Limiter:
         self._waiters.append(waiter)
         return Ticket(self, waiter)
 
+    def release_slot(self) -> None:
+        """Give back a slot taken directly (see JobManager.run_sync's fast path)."""
+        self._release()
+
     def _release(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()

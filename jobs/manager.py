@@ -142,25 +142,36 @@ class JobManager:
 
         Cancelling the caller (a client that disconnected) cancels the run.
         """
+        limiter = self.limiter
+        if limiter.running < limiter.max_concurrency and not limiter.queued:
+            limiter.running += 1  # the common case, without a Ticket
+            try:
+                return await self._run_now(params, run_name, timeout)
+            finally:
+                limiter.release_slot()
         try:
-            ticket = self.limiter.reserve()
+            ticket = limiter.reserve()
         except QueueFull:
             metrics.rejected_total.labels("sync").inc()
             raise
         try:
-            if not ticket.granted:
-                await ticket.wait()
-            try:
-                result = await self.runtime.run(self.pipeline, params, run_name=run_name, timeout=timeout)
-            except asyncio.CancelledError:
-                metrics.count_invocation("sync", "canceled")
-                raise
-            self.limiter.record(result.execution_time)
-            metrics.count_invocation("sync", result.status.value)
-            metrics.invocation_duration.observe(result.execution_time)
-            return result
+            await ticket.wait()
+            return await self._run_now(params, run_name, timeout)
         finally:
             ticket.release()
+
+    async def _run_now(
+        self, params: msgspec.Struct, run_name: str | None, timeout: float | None
+    ) -> RunResult:
+        try:
+            result = await self.runtime.run(self.pipeline, params, run_name=run_name, timeout=timeout)
+        except asyncio.CancelledError:
+            metrics.count_invocation("sync", "canceled")
+            raise
+        self.limiter.record(result.execution_time)
+        metrics.count_invocation("sync", result.status.value)
+        metrics.invocation_duration.observe((), result.execution_time)
+        return result
 
     # -- async jobs ----------------------------------------------------------------
 
@@ -302,7 +313,7 @@ class JobManager:
         outcome = status.value if result is None else result.status.value
         metrics.count_invocation("async", outcome)
         if result is not None:
-            metrics.invocation_duration.observe(result.execution_time)
+            metrics.invocation_duration.observe((), result.execution_time)
         if result is not None:
             job.execution_time = result.execution_time
             job.error = result.error

@@ -15,10 +15,10 @@ from typing import Any
 
 import msgspec
 import structlog
-from prometheus_client import Histogram
 
 from capture import Capture
 from capture.breaker import CircuitBreaker
+from capture.loopmetrics import LoopHistogram
 from capture.publisher import Publisher
 from capture.records import CodeRecord, RunRecord, StepCode, StepRecord
 from capture.redact import preview
@@ -34,22 +34,12 @@ from runtimes.visualize import Visualization
 
 log = structlog.get_logger("runtimes.realtime")
 
-step_duration = Histogram(
+step_duration = LoopHistogram(
     "serving_step_duration_seconds",
     "Duration of each step run",
     ["step"],
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
 )
-
-
-_histograms: dict[str, Any] = {}
-
-
-def _step_histogram(step: str) -> Any:
-    child = _histograms.get(step)
-    if child is None:
-        child = _histograms[step] = step_duration.labels(step)
-    return child
 
 
 def pipeline_version(pipeline: Pipeline) -> str:
@@ -84,7 +74,7 @@ class _RunCapture:
         duration: float,
     ) -> None:
         if self.capture.metrics and status in ("completed", "failed"):
-            _step_histogram(node.step.name).observe(duration)
+            step_duration.observe((node.step.name,), duration)
         record = StepRecord(
             step_id=node.id,
             step_name=node.step.name,

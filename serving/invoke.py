@@ -49,6 +49,63 @@ def request_type(pipeline: Pipeline) -> type[msgspec.Struct]:
 DISCONNECT_WATCH_AFTER = 0.05  # seconds; see InvokeEndpoint._run_watching_disconnect
 
 
+class _Watched:
+    __slots__ = ("gone", "receive", "started", "watcher")
+
+    def __init__(self, receive: Any, started: float) -> None:
+        self.receive = receive
+        self.started = started
+        self.gone = False
+        self.watcher: asyncio.Task[None] | None = None
+
+
+class DisconnectWatch:
+    """Notices sync /invoke clients that hang up, and cancels their runs.
+
+    After the body is read, the next `receive()` returns only when the client
+    disconnects, so a task awaiting it notices. Such a watcher task starts only for a
+    run that has lasted `after` seconds: most finish sooner, and a task, or even a
+    timer, per request would cost more than a small run. One periodic tick covers all
+    in-flight runs; registering a run is a dict insert.
+    """
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self._entries: dict[asyncio.Task[Any], _Watched] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, task: asyncio.Task[Any], receive: Any) -> _Watched:
+        loop = asyncio.get_running_loop()
+        entry = self._entries[task] = _Watched(receive, loop.time())
+        if self._timer is None:
+            self._timer = loop.call_later(self.after, self._tick)
+        return entry
+
+    def discard(self, task: asyncio.Task[Any]) -> None:
+        entry = self._entries.pop(task, None)
+        if entry is not None and entry.watcher is not None:
+            entry.watcher.cancel()
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = None
+        now = loop.time()
+        for task, entry in self._entries.items():
+            if entry.watcher is None and now - entry.started >= self.after:
+                entry.watcher = loop.create_task(self._watch(task, entry))
+        if self._entries:
+            self._timer = loop.call_later(self.after / 2, self._tick)
+
+    @staticmethod
+    async def _watch(task: asyncio.Task[Any], entry: _Watched) -> None:
+        while True:
+            message = await entry.receive()
+            if message["type"] == "http.disconnect":
+                entry.gone = True
+                task.cancel()
+                return
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -137,6 +194,7 @@ class InvokeEndpoint:
         self.encoder = msgspec.json.Encoder()
         self.empty = self.request_type()
         self.param_fields = {f.name: f for f in msgspec.structs.fields(pipeline.input_type)}
+        self.disconnects = DisconnectWatch(DISCONNECT_WATCH_AFTER)
 
     def _metadata(self, run_id: str | None, run_name: str | None, params: Any) -> InvocationMetadata:
         return msgspec.structs.replace(
@@ -212,43 +270,22 @@ class InvokeEndpoint:
         )
 
     async def _run_watching_disconnect(self, request: Request, req: Any, timeout: float | None) -> RunResult:
-        """Run under the shared limits; a client that hangs up cancels its run.
-
-        After the body is read, the next `receive()` returns only when the client
-        disconnects, so a watcher task awaiting it notices. The watcher starts only
-        once a run has lasted `DISCONNECT_WATCH_AFTER` seconds: most runs finish
-        sooner, and a task per request would cost more than the run itself.
-        """
+        """Run under the shared limits; a client that hangs up cancels its run (see
+        `DisconnectWatch`)."""
         if not self.settings.cancel_on_disconnect:
             return await self.manager.run_sync(req.parameters, run_name=req.run_name, timeout=timeout)
         task = asyncio.current_task()
         assert task is not None
-        gone: list[bool] = []
-        watcher: list[asyncio.Task[None]] = []
-
-        async def watch() -> None:
-            while True:
-                message = await request.receive()
-                if message["type"] == "http.disconnect":
-                    gone.append(True)
-                    task.cancel()
-                    return
-
-        def start_watching() -> None:
-            watcher.append(asyncio.get_running_loop().create_task(watch()))
-
-        timer = asyncio.get_running_loop().call_later(DISCONNECT_WATCH_AFTER, start_watching)
+        entry = self.disconnects.add(task, request.receive)
         try:
             return await self.manager.run_sync(req.parameters, run_name=req.run_name, timeout=timeout)
         except asyncio.CancelledError:
-            if gone and task.uncancel() == 0:
+            if entry.gone and task.uncancel() == 0:
                 log.info("client_disconnected_run_canceled", pipeline=self.pipeline.name)
                 raise _ClientGone from None
             raise
         finally:
-            timer.cancel()
-            if watcher:
-                watcher[0].cancel()
+            self.disconnects.discard(task)
 
     def _reply(
         self,

@@ -9,35 +9,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from capture.loopmetrics import LoopCounter, LoopHistogram
 from jobs import JobManager, JobStatus
 
-requests_total = Counter(
-    "serving_requests_total",
-    "HTTP requests by method, route template and status",
-    ["method", "route", "status"],
+requests_total = LoopCounter(
+    "serving_requests", "HTTP requests by method, route template and status", ["method", "route", "status"]
 )
-request_duration = Histogram(
-    "serving_request_duration_seconds",
-    "HTTP request duration by route template",
-    ["route"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+request_duration = LoopHistogram(
+    "serving_request_duration_seconds", "HTTP request duration by route template", ["route"]
 )
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
 class HttpMetrics:
     """Records one request; called by RequestContextMiddleware after the response."""
-
-    def __init__(self) -> None:
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._histograms: dict[str, Any] = {}
 
     def observe(self, scope: dict[str, Any], status: int, seconds: float) -> None:
         route_obj = scope.get("route")
@@ -50,15 +42,8 @@ class HttpMetrics:
         method = scope.get("method", "GET")
         if method not in _METHODS:
             method = "OTHER"
-        key = (method, route, status)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = requests_total.labels(method, route, str(status))
-        counter.inc()
-        histogram = self._histograms.get(route)
-        if histogram is None:
-            histogram = self._histograms[route] = request_duration.labels(route)
-        histogram.observe(seconds)
+        requests_total.inc((method, route, str(status)))
+        request_duration.observe((route,), seconds)
 
 
 class JobsCollector(Collector):

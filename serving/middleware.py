@@ -69,7 +69,11 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 state[0] = message["status"]
                 state[1] = True
-                message["headers"] = [*message.get("headers", ()), rid_header]
+                headers = message.get("headers")
+                if type(headers) is list:
+                    headers.append(rid_header)  # Starlette builds a fresh list per response
+                else:
+                    message["headers"] = [*(headers or ()), rid_header]
             await send(message)
 
         try:
