@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgspec
 
 
-class LogLine(msgspec.Struct, array_like=True, frozen=True):
+class LogLine(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """One line a step printed or logged: (unix time, level, message)."""
 
     ts: float
@@ -18,7 +18,7 @@ class LogLine(msgspec.Struct, array_like=True, frozen=True):
     message: str
 
 
-class Artifact(msgspec.Struct, frozen=True, kw_only=True):
+class Artifact(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A visualization a step returned or attached: html, markdown, svg or png (base64)."""
 
     name: str
@@ -26,7 +26,7 @@ class Artifact(msgspec.Struct, frozen=True, kw_only=True):
     content: str
 
 
-class StepRecord(msgspec.Struct, kw_only=True):
+class StepRecord(msgspec.Struct, kw_only=True, gc=False):
     step_id: str
     step_name: str
     status: str  # completed | failed | canceled | cached
@@ -41,7 +41,7 @@ class StepRecord(msgspec.Struct, kw_only=True):
     artifacts: list[Artifact] = []
 
 
-class RunRecord(msgspec.Struct, kw_only=True, tag="run"):
+class RunRecord(msgspec.Struct, kw_only=True, tag="run", gc=False):
     run_id: str
     run_name: str
     pipeline: str

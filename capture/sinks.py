@@ -162,7 +162,7 @@ class SQLiteSink:
                 )
         with conn:  # one transaction per batch
             conn.execute("BEGIN")
-            _insert_many(conn, "INSERT OR REPLACE INTO runs", runs)
+            _insert_many(conn, "INSERT INTO runs", runs)  # a run is written once: no conflict check
             _insert_many(conn, "INSERT OR REPLACE INTO step_runs", steps)
             _insert_many(conn, "INSERT OR REPLACE INTO step_logs", logs)
             _insert_many(conn, "INSERT INTO artifacts", artifacts)

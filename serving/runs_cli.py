@@ -84,15 +84,25 @@ def list_runs(args: argparse.Namespace, settings: Settings, console: Console) ->
     table.add_column("STARTED (UTC)", no_wrap=True)
     table.add_column("DURATION", justify="right")
     for row in rows:
-        table.add_row(row["run_id"][:12], row["pipeline"], _status(row["status"]), _when(row["started_at"]),
-                      _secs(row["duration"]))  # fmt: skip
+        short_id = "…" + row["run_id"][-12:]
+        table.add_row(
+            short_id,
+            row["pipeline"],
+            _status(row["status"]),
+            _when(row["started_at"]),
+            _secs(row["duration"]),
+        )
     console.print(table)
     return 0
 
 
 def show_run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     with _connect(_db_path(settings, args.db)) as conn:
-        runs = conn.execute("SELECT * FROM runs WHERE run_id LIKE ? || '%'", (args.run_id,)).fetchall()
+        # Ids are time-ordered (their first 12 digits are the time), so any unique part
+        # of one will do; `runs list` shows their last 12 digits.
+        runs = conn.execute(
+            "SELECT * FROM runs WHERE instr(run_id, ?) > 0", (args.run_id.strip().lower(),)
+        ).fetchall()
         if not runs:
             raise RunsError(f"no run with id {args.run_id!r}")
         if len(runs) > 1:
@@ -156,7 +166,7 @@ def add_parser(sub: Any) -> None:
     ls.add_argument("--pipeline", help="only this pipeline")
     ls.add_argument("--db", help="capture store (default: SERVING_CAPTURE_URL or $SERVING_HOME/runs.db)")
     show = runs_sub.add_parser("show", help="one run: steps, timings, logs, errors")
-    show.add_argument("run_id", help="run id (a unique prefix is enough)")
+    show.add_argument("run_id", help="run id (any unique part of it, e.g. what `runs list` shows)")
     show.add_argument("--db", help="capture store (default: SERVING_CAPTURE_URL or $SERVING_HOME/runs.db)")
 
 

@@ -63,14 +63,14 @@ def test_runs_list_shows_every_run(store: Store) -> None:
     for column in ("RUN ID", "PIPELINE", "STATUS", "STARTED (UTC)", "DURATION"):
         assert column in out
     for run_id in store.completed + store.failed:
-        assert run_id[:12] in out
+        assert run_id[-12:] in out
     assert out.count("completed") == 3
     assert out.count("failed") == 2
     lines = out.splitlines()
     assert all(len(line) <= 120 for line in lines)
     # Newest first: the last failed run comes before the first completed one.
     row = {
-        rid: next(i for i, line in enumerate(lines) if rid[:12] in line)
+        rid: next(i for i, line in enumerate(lines) if rid[-12:] in line)
         for rid in store.completed + store.failed
     }
     assert row[store.failed[-1]] < row[store.completed[0]]
@@ -80,11 +80,11 @@ def test_runs_list_filters(store: Store) -> None:
     failed = cli("runs", "list", "--status", "failed", home=store.home)
     assert failed.returncode == 0, failed.stderr
     assert "Runs (2 shown" in failed.stdout
-    assert all(rid[:12] in failed.stdout for rid in store.failed)
-    assert not any(rid[:12] in failed.stdout for rid in store.completed)
+    assert all(rid[-12:] in failed.stdout for rid in store.failed)
+    assert not any(rid[-12:] in failed.stdout for rid in store.completed)
 
     limited = cli("runs", "list", "--limit", "1", home=store.home)
-    assert "Runs (1 shown" in limited.stdout and store.failed[-1][:12] in limited.stdout
+    assert "Runs (1 shown" in limited.stdout and store.failed[-1][-12:] in limited.stdout
 
     other = cli("runs", "list", "--pipeline", "no-such-pipeline", home=store.home)
     assert other.returncode == 0 and "Runs (0 shown" in other.stdout
@@ -98,7 +98,7 @@ def test_runs_list_db_option(store: Store, tmp_path: Path) -> None:
 
 def test_runs_show_a_completed_run(store: Store) -> None:
     run_id = store.completed[1]
-    result = cli("runs", "show", run_id[:8], home=store.home)
+    result = cli("runs", "show", run_id[-8:], home=store.home)  # any unique part
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert run_id in out
