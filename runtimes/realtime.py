@@ -94,11 +94,14 @@ class _RunCapture:
         if scope is not None:
             if scope.logs:
                 record.logs = scope.logs
-            if scope.artifacts is not None:
-                artifacts = list(scope.artifacts)
-                returned = value if isinstance(value, tuple) else (value,)
-                artifacts.extend(v.artifact() for v in returned if isinstance(v, Visualization))
-                record.artifacts = artifacts
+            artifacts = scope.artifacts
+            if artifacts is not None:
+                if isinstance(value, Visualization):
+                    artifacts.append(value.artifact())
+                elif isinstance(value, tuple):
+                    artifacts.extend(v.artifact() for v in value if isinstance(v, Visualization))
+                if artifacts:
+                    record.artifacts = artifacts
         self.steps.append(record)
 
 
