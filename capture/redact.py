@@ -28,6 +28,19 @@ def _redact(value: Any) -> Any:
     return value
 
 
+def _describe(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)  # pydantic models
+    if callable(dump):
+        return dump(mode="json")
+    return repr(obj)
+
+
+def _cut(data: bytes, max_bytes: int) -> str:
+    if len(data) > max_bytes:
+        return data[:max_bytes].decode(errors="ignore") + TRUNCATED
+    return data.decode(errors="replace")
+
+
 def preview(value: Any, max_bytes: int) -> str:
     """A JSON preview of `value`, secret-looking keys replaced, cut at `max_bytes`.
 
@@ -38,7 +51,14 @@ def preview(value: Any, max_bytes: int) -> str:
     try:
         data = _encoder.encode(value)
     except (TypeError, ValueError, OverflowError):
-        text = repr(value)
+        # Not JSON as it is (a pydantic model, a client object): describe its parts,
+        # still redacted; a bare repr would show a `password` field in clear.
+        try:
+            data = _encoder.encode(_redact(msgspec.to_builtins(value, str_keys=True, enc_hook=_describe)))
+        except Exception:
+            text = repr(value)
+            return REDACTED if SECRET_KEY.search(text) else _cut(text.encode(), max_bytes)
+        return _cut(data, max_bytes)
     else:
         if _SECRET_BYTES.search(data) is not None:
             try:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
+import decimal
 import time
+import uuid
 from typing import Any
 
 import msgspec
@@ -27,23 +30,31 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 def _canonical(value: Any) -> Any:
-    """Inputs as msgpack-able data where equal means equal type too."""
+    """Inputs as msgpack-able data in which every container carries its type, so equal
+    keys mean equal types too (a tuple is never a list, a Struct never a dict)."""
     if isinstance(value, (str, int, float, bool, bytes)) or value is None:
         return value
     if isinstance(value, list):
-        return [_canonical(v) for v in value]
+        return ["L", [_canonical(v) for v in value]]
     if isinstance(value, tuple):
-        return ["__tuple__", *(_canonical(v) for v in value)]
+        return ["T", type(value).__qualname__, [_canonical(v) for v in value]]
     if isinstance(value, dict):
-        return ["__dict__", sorted(((_canonical(k), _canonical(v)) for k, v in value.items()), key=repr)]
+        return ["D", sorted(([_canonical(k), _canonical(v)] for k, v in value.items()), key=repr)]
     if isinstance(value, (set, frozenset)):
-        return ["__set__", sorted((_canonical(v) for v in value), key=repr)]
-    if isinstance(value, msgspec.Struct) or dataclasses.is_dataclass(value):
-        return [
-            f"__{type(value).__module__}.{type(value).__qualname__}__",
-            _canonical(msgspec.to_builtins(value)),
-        ]
+        return ["S", sorted((_canonical(v) for v in value), key=repr)]
+    if isinstance(value, msgspec.Struct):
+        fields = value.__struct_fields__
+        return ["R", _type_name(value), [_canonical(getattr(value, f)) for f in fields]]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [f.name for f in dataclasses.fields(value)]
+        return ["R", _type_name(value), [_canonical(getattr(value, f)) for f in fields]]
+    if isinstance(value, (datetime.date, datetime.time, datetime.timedelta, uuid.UUID, decimal.Decimal)):
+        return ["V", _type_name(value), str(value)]
     raise TypeError(f"{type(value).__name__} is not cacheable")
+
+
+def _type_name(value: Any) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
 class StepCache:
@@ -56,7 +67,9 @@ class StepCache:
 
     def key(self, step: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple[str, bytes] | None:
         try:
-            return (step.name, _encoder.encode((step.code_hash, _canonical(args), _canonical(kwargs))))
+            # id(step): steps made by one factory share name and source but not closures.
+            key = (id(step), step.code_hash, _canonical(args), _canonical(kwargs))
+            return (step.name, _encoder.encode(key))
         except (TypeError, ValueError, OverflowError):  # inputs msgpack cannot carry
             return None
 

@@ -85,6 +85,8 @@ Event = (
     | StepRetrying
     | StepCompleted
     | StepFailed
+    | Progress
+    | Chunk
     | RunCompleted
     | RunFailed
     | RunCanceled

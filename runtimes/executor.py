@@ -112,14 +112,21 @@ new_id = _IdSource()
 class _Emitter:
     """Stamps events with the run id and the next `seq`."""
 
-    __slots__ = ("callback", "run_id", "seq")
+    __slots__ = ("callback", "closed", "run_id", "seq")
 
     def __init__(self, run_id: str, callback: EventCallback) -> None:
         self.run_id = run_id
         self.seq = 0
         self.callback = callback
+        self.closed = False
 
     def __call__(self, cls: type[ev.RunEvent], **fields: Any) -> None:
+        # After the terminal event nothing more is sent: a step thread abandoned by a
+        # timeout or a cancel may still report progress, but the run is over.
+        if self.closed:
+            return
+        if cls in ev.TERMINAL:
+            self.closed = True
         self.seq += 1
         self.callback(cls(seq=self.seq, run_id=self.run_id, ts=time.time(), **fields))
 
@@ -380,6 +387,7 @@ class DagExecutor:
             if emit:
                 emit(ev.StepStarted, step=node.id, attempt=attempt)
             token = current_step.set(scope) if scope else None
+            failure: BaseException | None = None
             try:
                 if step.is_async and step.timeout is None:
                     value = await step.fn(*args, **kw)  # the common case, without two more frames
@@ -391,11 +399,19 @@ class DagExecutor:
                     raise TypeError(
                         f"returned {type(value).__name__}, not a tuple of its {size} outputs ({names})"
                     )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # the run, or whoever awaits it, is being cancelled
+                failure = exc  # the step cancelled something of its own: a failure, not a cancel
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
+                failure = exc  # a step's SystemExit must fail the run, not stop the daemon
+            finally:
+                if token is not None:
+                    current_step.reset(token)
+            if failure is not None:
                 if attempt <= step.retries:
-                    error = f"{type(exc).__name__}: {exc}"
+                    error = f"{type(failure).__name__}: {failure}"
                     log.warning("step_retrying", step=node.id, attempt=attempt, error=error)
                     if emit:
                         emit(
@@ -408,20 +424,17 @@ class DagExecutor:
                     if step.retry_delay:
                         await asyncio.sleep(step.retry_delay)
                     continue
-                failure = StepError(node.id, exc, attempts=attempt)
-                log.error("step_failed", step=node.id, attempts=attempt, exc_info=exc)
+                step_error = StepError(node.id, failure, attempts=attempt)
+                log.error("step_failed", step=node.id, attempts=attempt, exc_info=failure)
                 if emit:
                     emit(
                         ev.StepFailed,
                         step=node.id,
-                        error=str(failure),
+                        error=str(step_error),
                         duration=time.perf_counter() - started,
                         attempts=attempt,
                     )
-                raise failure from exc
-            finally:
-                if token is not None:
-                    current_step.reset(token)
+                raise step_error from failure
             if emit:
                 emit(ev.StepCompleted, step=node.id, duration=time.perf_counter() - started, attempts=attempt)
             return value

@@ -8,9 +8,12 @@ results of upstream steps.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from runtimes.errors import PipelineDefinitionError
 
@@ -152,7 +155,12 @@ class Composite(Source):
     def resolve(self, params: Mapping[str, Any], results: Mapping[str, Any]) -> Any:
         if self.kind is dict:
             return {k: s.resolve(params, results) for k, s in self.items}
-        return self.kind(s.resolve(params, results) for _, s in self.items)
+        values = [s.resolve(params, results) for _, s in self.items]
+        if self.kind is list:
+            return values
+        if hasattr(self.kind, "_fields"):  # a namedtuple takes its fields as arguments
+            return self.kind(*values)
+        return self.kind(values)
 
 
 def to_source(value: Any, trace: Trace, where: str) -> Source:
@@ -169,7 +177,23 @@ def to_source(value: Any, trace: Trace, where: str) -> Source:
         items = [(k, to_source(v, trace, where)) for k, v in pairs]
         if any(not isinstance(s, Const) for _, s in items):
             return Composite(dict if isinstance(value, dict) else type(value), items)
+    elif _hides_placeholder(value):
+        raise PipelineDefinitionError(
+            f"{where}: a step handle or parameter inside a {type(value).__name__} is not resolved; "
+            "pass it to the step directly, or in a list, tuple or dict"
+        )
     return Const(value)
+
+
+def _hides_placeholder(value: Any) -> bool:
+    """A handle inside a set, dataclass or Struct would reach the step unresolved."""
+    if isinstance(value, (set, frozenset)):
+        return any(contains_placeholder(v) or _hides_placeholder(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return any(contains_placeholder(getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, msgspec.Struct):
+        return any(contains_placeholder(getattr(value, f)) for f in value.__struct_fields__)
+    return False
 
 
 def contains_placeholder(value: Any) -> bool:

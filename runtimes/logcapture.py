@@ -30,14 +30,15 @@ class _Tee:
     def __init__(self, stream: TextIO, level: str) -> None:
         self._stream = stream
         self._level = level
-        self._partial = threading.local()
 
     def write(self, text: str) -> int:
         scope = current_step.get()
         if scope is not None and scope.logs is not None:
-            pending = getattr(self._partial, "text", "") + text
+            # The unfinished line belongs to the step, not the thread: async steps share
+            # the loop thread, and worker threads serve many runs.
+            pending = scope.partial.get(self._level, "") + text
             *lines, rest = pending.split("\n")
-            self._partial.text = rest
+            scope.partial[self._level] = rest
             now = time.time()
             for line in lines:
                 if line:
@@ -76,6 +77,16 @@ def structlog_processor(_: Any, method: str, event: dict[str, Any]) -> dict[str,
             text += " " + " ".join(f"{k}={v!r}" for k, v in extra.items())
         scope.logs.append(LogLine(time.time(), method if method != "exception" else "error", text[:MAX_LINE]))
     return event
+
+
+def flush_partial(scope: Any) -> None:
+    """Keep a step's last printed line even without a trailing newline."""
+    if scope.logs is None:
+        return
+    for level, rest in scope.partial.items():
+        if rest:
+            scope.logs.append(LogLine(time.time(), level, rest[:MAX_LINE]))
+    scope.partial.clear()
 
 
 def install() -> None:

@@ -228,7 +228,11 @@ class Pipeline:
         try:
             return msgspec.convert(dict(params), self.input_type, strict=False)
         except msgspec.ValidationError as exc:
-            raise ParameterError([split_validation_error(exc, prefix="")]) from None
+            loc, msg = split_validation_error(exc, prefix="")
+            if not loc and "unknown field" in msg:  # name the parameter, as /invoke does
+                name = msg.rsplit(" ", 1)[-1]
+                loc, msg = name, "unknown parameter"
+            raise ParameterError([(loc, msg)]) from None
 
     def call_kwargs(self, inputs: msgspec.Struct) -> dict[str, Any]:
         """The values steps receive: pydantic parameters become model instances."""

@@ -92,6 +92,8 @@ class _RunCapture:
             if status in ("completed", "cached"):
                 record.output_preview = preview(value, self.max_bytes)
         if scope is not None:
+            if scope.partial:
+                logcapture.flush_partial(scope)
             if scope.logs:
                 record.logs = scope.logs
             artifacts = scope.artifacts

@@ -80,8 +80,13 @@ class StepThreads:
             try:
                 result = ctx.run(fn, *args, **kwargs)
             except BaseException as exc:
+                if isinstance(exc, StopIteration):  # a future cannot carry StopIteration
+                    error: BaseException = RuntimeError(f"step raised StopIteration: {exc}")
+                    error.__cause__ = exc
+                else:
+                    error = exc  # SystemExit and friends become the step's failure, not ours
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    loop.call_soon_threadsafe(_settle_error, fut, exc)
+                    loop.call_soon_threadsafe(_settle_error, fut, error)
             else:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_settle, fut, result)

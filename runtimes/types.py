@@ -74,6 +74,10 @@ def json_type_problem(tp: Any, _seen: set[int] | None = None, _nested: bool = Fa
         return None
     if tp in _SEQUENCES or tp is dict:
         return None
+    if origin in (set, frozenset):
+        for arg in typing.get_args(tp):
+            if not _hashable(arg):
+                return f"set items must be hashable, not {_name(arg)}"
     if origin in _SEQUENCES:
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         for arg in args:
@@ -97,6 +101,8 @@ def json_type_problem(tp: Any, _seen: set[int] | None = None, _nested: bool = Fa
             for field, hint in hints.items():
                 if typing.get_origin(hint) is typing.ClassVar:
                     continue
+                while typing.get_origin(hint) in (typing.Required, typing.NotRequired):
+                    hint = typing.get_args(hint)[0]
                 if (problem := json_type_problem(hint, seen, True)) is not None:
                     return f"{_name(tp)}.{field}: {problem}"
             return None
@@ -105,6 +111,21 @@ def json_type_problem(tp: Any, _seen: set[int] | None = None, _nested: bool = Fa
                 return f"pydantic model {_name(tp)} must be the whole parameter type, not part of one"
             return None
     return f"{_name(tp)} is not a JSON type"
+
+
+def _hashable(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _hashable(typing.get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        return all(_hashable(a) for a in typing.get_args(tp))
+    if tp in (list, dict, set) or origin in (list, dict, set):
+        return False
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return bool(tp.__struct_config__.frozen)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return tp.__hash__ is not None
+    return not _is_typeddict(tp)
 
 
 def _name(tp: Any) -> str:

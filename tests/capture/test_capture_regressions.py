@@ -47,3 +47,60 @@ def test_cache_keys_tell_tuples_from_lists() -> None:
     cache = StepCache()
     assert cache.key(login, [(1, 2)], {}) != cache.key(login, [[1, 2]], {})
     assert cache.key(login, [[1, 2]], {}) == cache.key(login, [[1, 2]], {})
+
+
+def test_values_json_cannot_carry_are_still_redacted() -> None:
+    import pydantic
+
+    from capture.redact import preview
+
+    class Login(pydantic.BaseModel):
+        user: str
+        password: str
+
+    shown = preview({"creds": Login(user="u", password="hunter2")}, 4000)
+    assert "hunter2" not in shown and '"password":"***"' in shown
+    assert "hunter2" not in preview({"client": object(), "password": "hunter2"}, 4000)
+
+
+def test_cache_keys_carry_types_and_step_identity() -> None:
+    import datetime
+
+    cache = StepCache()
+    assert cache.key(login, [["T", 1]], {}) != cache.key(login, [(1,)], {})
+    assert cache.key(login, [{"a": 1}], {}) != cache.key(login, [[["a", 1]]], {})
+    assert cache.key(login, [datetime.date(2020, 1, 2)], {}) != cache.key(login, ["2020-01-02"], {})
+
+    def make(k: int) -> object:
+        @step(name="scaled")
+        def scaled(x: int) -> int:
+            return x * k
+
+        return scaled
+
+    assert cache.key(make(2), [1], {}) != cache.key(make(3), [1], {})
+
+
+def test_unfinished_printed_lines_stay_with_their_step() -> None:
+    import asyncio
+    import io
+
+    from runtimes import logcapture
+    from runtimes.progress import StepScope, current_step
+
+    loop = asyncio.new_event_loop()
+    try:
+        tee = logcapture._Tee(io.StringIO(), "stdout")
+        a = StepScope("a", "r1", None, loop, logs=[])
+        b = StepScope("b", "r2", None, loop, logs=[])
+        token = current_step.set(a)
+        tee.write("secret-of-a ")
+        current_step.reset(token)
+        token = current_step.set(b)
+        tee.write("line of b\n")
+        current_step.reset(token)
+        logcapture.flush_partial(a)
+    finally:
+        loop.close()
+    assert [line.message for line in b.logs] == ["line of b"]
+    assert [line.message for line in a.logs] == ["secret-of-a "]

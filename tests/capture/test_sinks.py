@@ -241,7 +241,7 @@ def test_preview_never_raises() -> None:
         def __repr__(self) -> str:
             return "<opaque>"
 
-    assert preview(Opaque(), 100) == "<opaque>"
+    assert preview(Opaque(), 100) == '"<opaque>"'  # described as a JSON string
     assert preview({1: "int key"}, 100) == '{"1":"int key"}'
     assert preview(float("nan"), 100) == "null"
 

@@ -880,7 +880,7 @@ def test_local_call_validates_parameters() -> None:
 
     with pytest.raises(ParameterError) as info:
         p(nope=1)
-    assert info.value.errors == [("", "Object contains unknown field nope")]
+    assert info.value.errors == [("nope", "unknown parameter")]
 
 
 def test_local_call_coerces_json_like_values() -> None:
