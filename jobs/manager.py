@@ -29,6 +29,7 @@ from runtimes import events as ev
 from runtimes.executor import new_id
 
 log = structlog.get_logger("jobs")
+_encoder = msgspec.json.Encoder()
 
 
 class JobNotFound(LookupError):
@@ -330,6 +331,12 @@ class JobManager:
                 ),
                 error=result.error,
             )
+            try:  # stored results are served as JSON later: refuse what cannot be
+                _encoder.encode(job.result)
+            except (TypeError, ValueError, OverflowError) as exc:
+                job.status = JobStatus.failed
+                job.error = f"the pipeline's outputs cannot be encoded as JSON: {exc}"
+                job.result = msgspec.structs.replace(job.result, success=False, outputs=None, error=job.error)
         else:
             job.error = error
         await self.store.put(job)

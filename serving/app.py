@@ -47,10 +47,23 @@ class AppState:
         self.ready = False
         self.draining = False
         self.shutdown = anyio.Event()  # tells open SSE streams to wind down
+        self.drain_started: float | None = None
+        self.forced = False  # a second signal: no more waiting
 
     def begin_drain(self) -> None:
         self.draining = True
+        self.drain_started = time.monotonic()
         self.shutdown.set()
+
+    def grace_left(self, graceful_timeout: float, drain_delay: float) -> float:
+        """What is left of SERVING_GRACEFUL_TIMEOUT for jobs, after the server's own wait
+        for in-flight requests: requests and jobs share one budget."""
+        if self.forced:
+            return 0.0
+        if self.drain_started is None:
+            return graceful_timeout
+        spent = time.monotonic() - self.drain_started - drain_delay
+        return max(0.0, graceful_timeout - max(0.0, spent))
 
     @property
     def uptime(self) -> float:
@@ -217,7 +230,7 @@ def create_app(
             yield
         finally:
             state.ready = False
-            await manager.stop(grace=settings.graceful_timeout)
+            await manager.stop(grace=state.grace_left(settings.graceful_timeout, settings.drain_delay))
             await runtime.stop()
 
     routes: list[Any] = [

@@ -24,7 +24,7 @@ from runtimes.errors import ParameterError
 from runtimes.pipeline import split_validation_error
 from serving.jobs_api import job_links, json_response
 from serving.logs import request_id_var
-from serving.problems import FieldError, invoke_problem_response
+from serving.problems import RUN_FAILED, FieldError, invoke_problem_response
 from serving.settings import Settings
 
 log = structlog.get_logger("serving.invoke")
@@ -164,7 +164,9 @@ def _is_json(content_type: str) -> bool:
 
 async def read_body(receive: Any, declared: str | None, limit: int) -> bytes:
     """Read the body, refusing it as soon as it passes `limit` bytes (not after)."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and len(declared) > 18:
+        raise BodyTooLarge
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
@@ -227,7 +229,7 @@ class InvokeEndpoint:
             req: Any = self.decoder.decode(body) if body.strip() else self.empty
         except msgspec.ValidationError:
             return self._fail(422, "request parameters are invalid", errors=self.explain(body))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             return self._fail(400, f"request body is not valid JSON: {exc}")
 
         if self.pipeline.pydantic_params:
@@ -312,7 +314,12 @@ class InvokeEndpoint:
                 )
         code = 504 if status is RunStatus.timed_out else 500
         return self._fail(
-            code, error or "run failed", metadata=metadata, execution_time=execution_time, headers=headers
+            code,
+            error or "run failed",
+            title=RUN_FAILED if code == 500 else None,
+            metadata=metadata,
+            execution_time=execution_time,
+            headers=headers,
         )
 
     def _busy(self, exc: QueueFull) -> Response:
@@ -383,7 +390,7 @@ class InvokeEndpoint:
         """List every bad field of a body that failed validation (slow path only)."""
         try:
             raw = msgspec.json.decode(body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             return [FieldError("body", "not valid JSON")]
         if not isinstance(raw, dict):
             return [FieldError("body", f"Expected object, got {_json_type(raw)}")]

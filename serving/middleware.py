@@ -29,9 +29,15 @@ def _valid_request_id(value: str) -> bool:
 
 
 async def _send_problem(
-    send: Any, status: int, detail: str, rid: str | None, extra: tuple[tuple[bytes, bytes], ...] = ()
+    send: Any,
+    status: int,
+    detail: str,
+    rid: str | None,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+    *,
+    invoke: bool = False,
 ) -> None:
-    body = problem_bytes(status, detail, rid)
+    body = problem_bytes(status, detail, rid, invoke=invoke)
     headers = [*_PROBLEM_HEADERS, (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -82,7 +88,14 @@ class RequestContextMiddleware:
             log.exception("unhandled_error", path=scope["path"])
             state[0] = 500
             if kind == "http" and not state[1]:
-                await _send_problem(send, 500, "internal error; see the server log", rid, (rid_header,))
+                await _send_problem(
+                    send,
+                    500,
+                    "internal error; see the server log",
+                    rid,
+                    (rid_header,),
+                    invoke=scope["path"] == "/invoke",
+                )
         finally:
             if kind == "http":
                 elapsed = time.perf_counter() - started
@@ -127,6 +140,7 @@ class AuthMiddleware:
                     detail,
                     request_id_var.get(),
                     ((b"www-authenticate", b'Bearer realm="serving"'),),
+                    invoke=scope["path"] == "/invoke",
                 )
                 return
         await self.app(scope, receive, send)

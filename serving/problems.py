@@ -23,7 +23,7 @@ TITLES = {
     415: "Unsupported media type",
     422: "Invalid request",
     429: "Too many requests",
-    500: "Pipeline failed",
+    500: "Internal error",
     503: "Service unavailable",
     504: "Invocation timed out",
 }
@@ -78,10 +78,14 @@ def problem_response(
     return Response(_encoder.encode(body), status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 
+RUN_FAILED = "Pipeline failed"
+
+
 def invoke_problem_response(
     status: int,
     detail: str,
     *,
+    title: str | None = None,
     errors: list[FieldError] | None = None,
     metadata: InvocationMetadata | None = None,
     execution_time: float = 0.0,
@@ -90,7 +94,7 @@ def invoke_problem_response(
 ) -> Response:
     body = InvokeProblem(
         error=detail,
-        title=TITLES.get(status, "Error"),
+        title=title or TITLES.get(status, "Error"),
         status=status,
         detail=detail,
         errors=errors,
@@ -101,8 +105,14 @@ def invoke_problem_response(
     return Response(_encoder.encode(body), status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 
-def problem_bytes(status: int, detail: str, request_id: str | None = None) -> bytes:
-    """For raw ASGI middleware that answers before any endpoint runs."""
-    return _encoder.encode(
-        Problem(title=TITLES.get(status, "Error"), status=status, detail=detail, request_id=request_id)
-    )
+def problem_bytes(status: int, detail: str, request_id: str | None = None, *, invoke: bool = False) -> bytes:
+    """For raw ASGI middleware that answers before any endpoint runs; `invoke=True`
+    adds /invoke's `success: false` and `error` fields."""
+    title = TITLES.get(status, "Error")
+    if invoke:
+        body: msgspec.Struct = InvokeProblem(
+            error=detail, title=title, status=status, detail=detail, request_id=request_id
+        )
+    else:
+        body = Problem(title=title, status=status, detail=detail, request_id=request_id)
+    return _encoder.encode(body)

@@ -44,14 +44,16 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _install_drain(app: Any, settings: Settings, stop: Callable[[], None]) -> None:
+def _install_drain(app: Any, settings: Settings, stop: Callable[[], None], force: Callable[[], None]) -> None:
+    """First SIGTERM/SIGINT: drain. A second one: stop at once (`force`)."""
     loop = asyncio.get_running_loop()
     state = app.state.serving
 
     def on_signal(signum: int) -> None:
         if state.draining:
             log.warning("second_signal_stopping_now", signal=signal.Signals(signum).name)
-            stop()
+            state.forced = True
+            force()
             return
         state.begin_drain()
         log.info(
@@ -78,7 +80,9 @@ async def _serve_hypercorn(app: Any, settings: Settings, sock: socket.socket) ->
     config.keep_alive_timeout = KEEP_ALIVE  # Hypercorn notices a client's close only when this fires
     config.backlog = BACKLOG  # Hypercorn calls listen() again with its own backlog (default 100)
     shutdown = asyncio.Event()
-    _install_drain(app, settings, shutdown.set)
+    task = asyncio.current_task()
+    assert task is not None
+    _install_drain(app, settings, shutdown.set, task.cancel)
     await serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
 
 
@@ -107,7 +111,11 @@ async def _serve_uvicorn(app: Any, settings: Settings, sock: socket.socket) -> N
     def stop() -> None:
         server.should_exit = True
 
-    _install_drain(app, settings, stop)
+    def force() -> None:
+        server.force_exit = True  # uvicorn stops waiting for connections and tasks
+        server.should_exit = True
+
+    _install_drain(app, settings, stop, force)
     await server.serve(sockets=[sock])
 
 
@@ -118,11 +126,18 @@ def run_server(app: Any, settings: Settings) -> int:
     log.info("listening", url=f"http://{host}:{port}", server=settings.server, pipeline=settings.pipeline)
     serve = _serve_uvicorn if settings.server == "uvicorn" else _serve_hypercorn
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve(app, settings, sock))
-    else:
-        uvloop.run(serve(app, settings, sock))
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            asyncio.run(serve(app, settings, sock))
+        else:
+            uvloop.run(serve(app, settings, sock))
+    except asyncio.CancelledError:  # a second signal (Hypercorn): in-flight work was cut short
+        log.warning("stopped_at_once")
+        return 1
+    if app.state.serving.forced:  # a second signal (uvicorn)
+        log.warning("stopped_at_once")
+        return 1
     with contextlib.suppress(OSError):  # Hypercorn closes the fd it was handed
         sock.close()
     log.info("stopped")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import structlog
@@ -41,7 +41,7 @@ class Invoke(msgspec.Struct, tag="invoke", tag_field="type", forbid_unknown_fiel
 
 class Subscribe(msgspec.Struct, tag="subscribe", tag_field="type", forbid_unknown_fields=True):
     job_id: str
-    after_seq: int = 0
+    after_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class Cancel(msgspec.Struct, tag="cancel", tag_field="type", forbid_unknown_fields=True):
@@ -75,22 +75,25 @@ class StreamSocket:
         await self.ws.accept()
         try:
             while True:
-                raw = await self.ws.receive_text()
-                await self.handle(raw)
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                await self.handle(text if text is not None else (message.get("bytes") or b""))
         except WebSocketDisconnect:
             pass
         finally:
             for task in self._forwarders.values():
                 task.cancel()
 
-    async def handle(self, raw: str) -> None:
+    async def handle(self, raw: str | bytes) -> None:
         try:
             message = _decoder.decode(raw)
         except msgspec.ValidationError as exc:
             loc, msg = split_validation_error(exc, prefix="")
             await self.error(422, "invalid message", errors=[FieldError(loc or "message", msg)])
             return
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             await self.error(400, f"message is not valid JSON: {exc}")
             return
         if isinstance(message, Invoke):
@@ -107,12 +110,15 @@ class StreamSocket:
             if pipeline.pydantic_params:
                 pipeline.call_kwargs(params)
         except Exception as exc:
-            errors = getattr(exc, "errors", None)
-            detail = [FieldError(f"parameters.{loc}", msg) for loc, msg in errors] if errors else None
-            await self.error(422, "request parameters are invalid", errors=detail or str(exc))
+            pairs = getattr(exc, "errors", None) or [("", str(exc))]
+            detail = [FieldError(f"parameters.{loc}" if loc else "parameters", msg) for loc, msg in pairs]
+            await self.error(422, "request parameters are invalid", errors=detail)
             return
         timeout = self.invoke_timeout
-        if message.timeout is not None and message.timeout > 0:
+        if message.timeout is not None:
+            if not message.timeout > 0:  # also NaN
+                await self.error(422, "invalid message", errors=[FieldError("timeout", "must be > 0")])
+                return
             timeout = message.timeout if timeout is None else min(timeout, message.timeout)
         try:
             job, _ = await self.manager.submit(params, run_name=message.run_name, timeout=timeout)
@@ -145,6 +151,8 @@ class StreamSocket:
                 await self.send({"type": "end", "job_id": job_id, "job": job})
             except (WebSocketDisconnect, RuntimeError, JobNotFound):
                 pass  # the client left, or the job expired meanwhile
+            except Exception:
+                log.exception("websocket_forward_failed", job_id=job_id)
             finally:
                 self._forwarders.pop(job_id, None)
 

@@ -26,7 +26,7 @@ from serving.snapshots import import_root
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 35.0  # a little more than the daemon's default graceful timeout
+STOP_TIMEOUT = 60.0  # the daemon's default graceful timeout (30 s) plus its capture flush
 
 
 def _port_free(port: int) -> bool:
