@@ -124,7 +124,13 @@ class LocalDeployer:
             "log_path": str(log_path),
             "started_at": time.time(),
         }
-        self._wait_ready(proc, url, log_path, progress)
+        try:
+            self._wait_ready(proc, url, log_path, progress)
+        except DeployError:
+            proc.kill()  # exited already, or never got ready: nothing of it may linger
+            proc.wait()
+            deployment.flavor_data["pid"] = None
+            raise
         deployment.status = DeploymentStatus.RUNNING
         return deployment
 
@@ -145,7 +151,6 @@ class LocalDeployer:
                         return
                 progress(f"waiting for {url}/readyz ({time.monotonic() - started:.1f}s)")
                 time.sleep(0.1)
-        proc.terminate()
         raise DeployError(f"the daemon was not ready within {READY_TIMEOUT:g}s; see {log_path}")
 
     def deprovision(self, deployment: Deployment, *, progress: Progress) -> Deployment:

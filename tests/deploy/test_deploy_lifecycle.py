@@ -184,3 +184,22 @@ def test_a_failed_first_deploy_does_not_take_the_name(home: Home) -> None:
         failure(home.cli("pipeline", "deploy", SHOUT, "--name", "api", "--port", port), 1)
     ok(home.cli("pipeline", "deploy", SHOUT, "--name", "api"))
     ok(home.cli("deployment", "delete", "api", "--force"))
+
+
+def test_a_daemon_that_dies_while_starting_leaves_the_name_free(home: Home, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text(
+        "import os\n"
+        "from serving import pipeline, step\n"
+        "if os.environ.get('SERVING_DEPLOYMENT'):\n"
+        "    raise RuntimeError('only fails when deployed')\n"
+        "@step\n"
+        "def one() -> int:\n"
+        "    return 1\n"
+        "@pipeline\n"
+        "def p():\n"
+        "    return one()\n"
+    )
+    assert "exited" in failure(home.cli("pipeline", "deploy", f"{broken}:p", "--name", "flaky"), 1)
+    ok(home.cli("pipeline", "deploy", SHOUT, "--name", "flaky"))
+    ok(home.cli("deployment", "delete", "flaky", "--force"))
