@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from gates import gate_factory
 
 TESTS = Path(__file__).resolve().parent.parent
 GATED = f"{TESTS / 'pipelines' / 'gated.py'}:gated"
@@ -70,47 +71,9 @@ def client() -> Iterator[httpx.Client]:
 # -- helpers ------------------------------------------------------------------------------
 
 
-class Gate:
-    """Marker files for one run of the gated pipeline."""
-
-    def __init__(self, root: Path, name: str) -> None:
-        self.name = name
-        self.started = root / f"{name}.started"
-        self.release = root / f"{name}.release"
-        self.cancelled = root / f"{name}.cancelled"
-        self.linger = root / f"{name}.linger"
-        self.done = root / f"{name}.done"
-
-    def params(self, *, block: bool = True, linger: bool = False) -> dict[str, str]:
-        return {
-            "tag": self.name,
-            "started": str(self.started),
-            "release": str(self.release) if block else "",
-            "cancelled": str(self.cancelled),
-            "linger": str(self.linger) if linger else "",
-            "done": str(self.done),
-        }
-
-    def body(self, **kw: Any) -> dict[str, Any]:
-        return {"parameters": self.params(**kw)}
-
-    def open(self) -> None:
-        self.release.touch()
-
-
 @pytest.fixture
 def gates(tmp_path: Path) -> Iterator[Any]:
-    made: list[Gate] = []
-
-    def make(name: str) -> Gate:
-        gate = Gate(tmp_path, name)
-        made.append(gate)
-        return gate
-
-    yield make
-    for gate in made:  # never leave a step waiting in a shared daemon
-        gate.open()
-        gate.linger.touch()
+    yield from gate_factory(tmp_path)
 
 
 def wait_for(path: Path, timeout: float = GUARD) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from gates import Gate, gate_factory
 from httpx_sse import connect_sse
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -68,37 +69,9 @@ def client() -> Iterator[httpx.Client]:
 # -- helpers ------------------------------------------------------------------------------
 
 
-class Gate:
-    def __init__(self, root: Path, name: str) -> None:
-        self.name = name
-        self.started = root / f"{name}.started"
-        self.release = root / f"{name}.release"
-        self.cancelled = root / f"{name}.cancelled"
-
-    def params(self, block: bool = True) -> dict[str, str]:
-        return {
-            "tag": self.name,
-            "started": str(self.started),
-            "release": str(self.release) if block else "",
-            "cancelled": str(self.cancelled),
-        }
-
-    def open(self) -> None:
-        self.release.touch()
-
-
 @pytest.fixture
 def gates(tmp_path: Path) -> Iterator[Any]:
-    made: list[Gate] = []
-
-    def make(name: str) -> Gate:
-        gate = Gate(tmp_path, name)
-        made.append(gate)
-        return gate
-
-    yield make
-    for gate in made:  # never leave a step waiting in a shared daemon
-        gate.open()
+    yield from gate_factory(tmp_path)
 
 
 def submit(client: httpx.Client, daemon: Any, params: dict[str, Any]) -> str:
