@@ -79,12 +79,6 @@ def weather(module_daemon: Any) -> Any:
     return module_daemon(WEATHER)
 
 
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10.0) as c:
-        yield c
-
-
 def invoke(client: httpx.Client, daemon: Any, body: Any = None, **kw: Any) -> httpx.Response:
     if body is not None:
         kw["json"] = body

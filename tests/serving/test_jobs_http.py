@@ -12,13 +12,11 @@ import concurrent.futures
 import socket
 import time
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from gates import gate_factory
 
 TESTS = Path(__file__).resolve().parent.parent
 GATED = f"{TESTS / 'pipelines' / 'gated.py'}:gated"
@@ -62,18 +60,7 @@ def single(module_daemon: Any) -> Any:
     return module_daemon(GATED, max_concurrency=1, max_queue=1, max_wait=0.5, access_log="false")
 
 
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=GUARD) as c:
-        yield c
-
-
 # -- helpers ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def gates(tmp_path: Path) -> Iterator[Any]:
-    yield from gate_factory(tmp_path)
 
 
 def wait_for(path: Path, timeout: float = GUARD) -> None:

@@ -73,20 +73,20 @@ def test_websocket_survives_binary_frames_and_refuses_negative_after_seq(hello: 
         assert json.loads(ws.recv(timeout=5))["status"] == 422
 
 
-@pytest.mark.parametrize("server", ["hypercorn", "uvicorn"])
-def test_second_signal_stops_at_once(daemon: Any, server: str, tmp_path: Path) -> None:
-    d = daemon(SLOW, server=server, graceful_timeout=30)
-    marker = tmp_path / "started"
-    threading.Thread(
-        target=lambda: httpx.post(
-            f"{d.url}/invoke", json={"parameters": {"seconds": 20, "marker": str(marker)}}, timeout=30
-        ),
-        daemon=True,
-    ).start()
+def start_sync_nap(url: str, seconds: float, marker: Path) -> None:
+    """Start a sync /invoke of the slow pipeline in a thread; return once it is running."""
+    body = {"parameters": {"seconds": seconds, "marker": str(marker)}}
+    threading.Thread(target=lambda: httpx.post(f"{url}/invoke", json=body, timeout=90), daemon=True).start()
     deadline = time.monotonic() + 10
     while not marker.exists():
         assert time.monotonic() < deadline, "the request never started"
         time.sleep(0.01)
+
+
+@pytest.mark.parametrize("server", ["hypercorn", "uvicorn"])
+def test_second_signal_stops_at_once(daemon: Any, server: str, tmp_path: Path) -> None:
+    d = daemon(SLOW, server=server, graceful_timeout=30)
+    start_sync_nap(d.url, 20, tmp_path / "started")
     d.signal()
     time.sleep(0.3)
     d.signal()
@@ -97,17 +97,7 @@ def test_requests_and_jobs_share_one_graceful_budget(daemon: Any, tmp_path: Path
     d = daemon(SLOW, graceful_timeout=2)
     with httpx.Client(base_url=d.url, timeout=30) as client:
         client.post("/invoke?mode=async", json={"parameters": {"seconds": 60}})
-        marker = tmp_path / "sync"
-        threading.Thread(
-            target=lambda: httpx.post(
-                f"{d.url}/invoke", json={"parameters": {"seconds": 60, "marker": str(marker)}}, timeout=30
-            ),
-            daemon=True,
-        ).start()
-        deadline = time.monotonic() + 10
-        while not marker.exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+    start_sync_nap(d.url, 60, tmp_path / "sync")
     started = time.monotonic()
     d.signal()
     assert d.wait(timeout=20) == 0

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gates import Gate, gate_factory
+from gates import Gate
 from httpx_sse import connect_sse
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -60,18 +60,7 @@ def ws_daemon(module_daemon: Any, request: pytest.FixtureRequest) -> Any:
     return module_daemon(GATED, server=request.param, access_log="false")
 
 
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=GUARD) as c:
-        yield c
-
-
 # -- helpers ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def gates(tmp_path: Path) -> Iterator[Any]:
-    yield from gate_factory(tmp_path)
 
 
 def submit(client: httpx.Client, daemon: Any, params: dict[str, Any]) -> str:
