@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import sys
+from itertools import chain
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -33,60 +35,137 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+SCHEMA_VERSION = 2
+
+# A run is one row: its steps (with their log lines) are a JSON array in `runs.steps`,
+# and `step_runs` / `step_logs` are views over it. One row per run instead of one per
+# step and per log line is what keeps the writer within its budget (bench/README.md);
+# the views keep them queryable as tables. Artifacts can be large, so they keep a
+# table of their own rather than bloating the rows `serving runs list` scans.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, run_name TEXT NOT NULL, pipeline TEXT NOT NULL,
     pipeline_version TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL,
     finished_at REAL NOT NULL, duration REAL NOT NULL, parameters TEXT,
-    output_preview TEXT, error TEXT, deployment TEXT
+    output_preview TEXT, error TEXT, deployment TEXT, steps TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
-CREATE INDEX IF NOT EXISTS runs_pipeline ON runs (pipeline, started_at);
-CREATE TABLE IF NOT EXISTS step_runs (
-    run_id TEXT NOT NULL, step_id TEXT NOT NULL, step_name TEXT NOT NULL,
-    status TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,
-    duration REAL NOT NULL, attempts INTEGER NOT NULL, input_preview TEXT,
-    output_preview TEXT, error TEXT, PRIMARY KEY (run_id, step_id)
-);
-CREATE TABLE IF NOT EXISTS step_logs (
-    run_id TEXT NOT NULL, step_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    ts REAL NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL,
-    PRIMARY KEY (run_id, step_id, seq)
-);
 CREATE TABLE IF NOT EXISTS artifacts (
     run_id TEXT NOT NULL, step_id TEXT NOT NULL, name TEXT NOT NULL,
     kind TEXT NOT NULL, content TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS artifacts_run ON artifacts (run_id);
 CREATE TABLE IF NOT EXISTS code (
     pipeline TEXT NOT NULL, pipeline_version TEXT NOT NULL, step_name TEXT NOT NULL,
     source TEXT, docstring TEXT, PRIMARY KEY (pipeline_version, step_name)
 );
+CREATE VIEW IF NOT EXISTS step_runs AS
+SELECT runs.run_id AS run_id,
+       json_extract(s.value, '$.step_id') AS step_id,
+       json_extract(s.value, '$.step_name') AS step_name,
+       json_extract(s.value, '$.status') AS status,
+       json_extract(s.value, '$.started_at') AS started_at,
+       json_extract(s.value, '$.finished_at') AS finished_at,
+       json_extract(s.value, '$.duration') AS duration,
+       json_extract(s.value, '$.attempts') AS attempts,
+       json_extract(s.value, '$.input_preview') AS input_preview,
+       json_extract(s.value, '$.output_preview') AS output_preview,
+       json_extract(s.value, '$.error') AS error
+FROM runs, json_each(runs.steps) AS s;
+CREATE VIEW IF NOT EXISTS step_logs AS
+SELECT runs.run_id AS run_id,
+       json_extract(s.value, '$.step_id') AS step_id,
+       l.key AS seq,
+       json_extract(l.value, '$[0]') AS ts,
+       json_extract(l.value, '$[1]') AS level,
+       json_extract(l.value, '$[2]') AS message
+FROM runs, json_each(runs.steps) AS s, json_each(s.value, '$.logs') AS l;
+"""
+
+# Version 1 kept steps and log lines in tables of their own: fold them into runs.steps.
+MIGRATE_FROM_V1 = """
+ALTER TABLE runs ADD COLUMN steps TEXT NOT NULL DEFAULT '[]';
+UPDATE runs SET steps = coalesce((
+    SELECT json_group_array(json_object(
+        'step_id', s.step_id, 'step_name', s.step_name, 'status', s.status,
+        'started_at', s.started_at, 'finished_at', s.finished_at, 'duration', s.duration,
+        'attempts', s.attempts, 'input_preview', s.input_preview,
+        'output_preview', s.output_preview, 'error', s.error,
+        'logs', json((SELECT coalesce(json_group_array(json_array(l.ts, l.level, l.message)), '[]')
+                      FROM (SELECT * FROM step_logs AS l
+                            WHERE l.run_id = s.run_id AND l.step_id = s.step_id ORDER BY l.seq) AS l)),
+        'artifacts', json('[]')))
+    FROM (SELECT * FROM step_runs AS s WHERE s.run_id = runs.run_id ORDER BY s.started_at) AS s
+), '[]');
+DROP TABLE step_runs;
+DROP TABLE step_logs;
+DROP INDEX IF EXISTS runs_pipeline;
 """
 
 
-_MAX_VARIABLES = 30_000  # below SQLite's default limit of 32766 bound parameters
+class SchemaError(Exception):
+    """The database was written by a newer version of serving, or is not a run store."""
+
+
+_CHUNKS = (256, 64, 16, 4, 1)  # rows per INSERT statement
 
 
 def _insert_many(conn: sqlite3.Connection, insert: str, rows: list[tuple[object, ...]]) -> None:
-    """Insert rows with multi-row VALUES statements: one step per few hundred rows.
+    """Insert rows with multi-row VALUES statements of a few fixed sizes.
 
     `executemany` steps once per row, and the sqlite3 module releases and re-takes the
     GIL around every step: on a single busy core each of those is a thread switch with
-    the event loop, which cost the loop more than the writing itself.
+    the event loop, which cost the loop more than the writing itself. A statement per
+    batch size would be prepared anew for every partial batch (milliseconds for a few
+    hundred rows); these few sizes are prepared once and then come from the
+    connection's statement cache.
     """
     if not rows:
         return
     width = len(rows[0])
-    per_statement = max(1, _MAX_VARIABLES // width)
-    row_sql = "(" + ",".join("?" * width) + ")"
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        params = [value for row in chunk for value in row]
-        conn.execute(f"{insert} VALUES {','.join([row_sql] * len(chunk))}", params)
+    start, total = 0, len(rows)
+    for size in _CHUNKS:
+        sql = _statement(insert, width, size)
+        while total - start >= size:
+            conn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
+            start += size
+
+
+@functools.cache
+def _statement(insert: str, width: int, rows: int) -> str:
+    row = "(" + ",".join("?" * width) + ")"
+    return f"{insert} VALUES {','.join([row] * rows)}"
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION in one transaction; raises SchemaError if newer."""
+    conn.execute("BEGIN IMMEDIATE")  # two daemons opening one file migrate it once
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"run store schema version {version} is newer than this serving's ({SCHEMA_VERSION})"
+            )
+        if version < SCHEMA_VERSION:
+            old_steps = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'step_runs'"
+            ).fetchone()
+            if old_steps:
+                for statement in MIGRATE_FROM_V1.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+            for statement in SCHEMA.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class SQLiteSink:
-    """Runs, step runs, logs, artifacts and code in one SQLite file.
+    """Runs (with their steps and logs), artifacts and code in one SQLite file.
 
     Before each batch it checks that the file it has open is still the one at `path`;
     a removed or replaced database is reopened, and if it cannot be, the batch fails
@@ -99,6 +178,7 @@ class SQLiteSink:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
+        self._encode_steps = msgspec.json.Encoder().encode
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,8 +189,8 @@ class SQLiteSink:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(SCHEMA)
-        except sqlite3.Error:
+            _migrate(conn)
+        except (sqlite3.Error, SchemaError):
             conn.close()
             raise
         st = os.stat(self.path)
@@ -135,27 +215,24 @@ class SQLiteSink:
 
     def write(self, batch: list[Record]) -> None:
         conn = self._connection()
-        runs, steps, logs, artifacts, code = [], [], [], [], []
+        encode_steps = self._encode_steps
+        runs, artifacts, code = [], [], []
         for record in batch:
-            if isinstance(record, RunRecord):
+            if type(record) is RunRecord:
+                steps = record.steps
+                for s in steps:
+                    if s.artifacts:  # stored in their own table, not in runs.steps
+                        artifacts.extend(
+                            (record.run_id, s.step_id, a.name, a.kind, a.content) for a in s.artifacts
+                        )
+                        steps = [msgspec.structs.replace(s, artifacts=[]) for s in steps]
                 runs.append(
                     (record.run_id, record.run_name, record.pipeline, record.pipeline_version,
                      record.status, record.started_at, record.finished_at, record.duration,
-                     record.parameters, record.output_preview, record.error, record.deployment)
+                     record.parameters, record.output_preview, record.error, record.deployment,
+                     encode_steps(steps).decode())
                 )  # fmt: skip
-                for s in record.steps:
-                    steps.append(
-                        (record.run_id, s.step_id, s.step_name, s.status, s.started_at, s.finished_at,
-                         s.duration, s.attempts, s.input_preview, s.output_preview, s.error)
-                    )  # fmt: skip
-                    logs.extend(
-                        (record.run_id, s.step_id, i, line.ts, line.level, line.message)
-                        for i, line in enumerate(s.logs)
-                    )
-                    artifacts.extend(
-                        (record.run_id, s.step_id, a.name, a.kind, a.content) for a in s.artifacts
-                    )
-            elif isinstance(record, CodeRecord):
+            elif type(record) is CodeRecord:
                 code.extend(
                     (record.pipeline, record.pipeline_version, c.step_name, c.source, c.docstring)
                     for c in record.steps
@@ -163,8 +240,6 @@ class SQLiteSink:
         with conn:  # one transaction per batch
             conn.execute("BEGIN")
             _insert_many(conn, "INSERT INTO runs", runs)  # a run is written once: no conflict check
-            _insert_many(conn, "INSERT OR REPLACE INTO step_runs", steps)
-            _insert_many(conn, "INSERT OR REPLACE INTO step_logs", logs)
             _insert_many(conn, "INSERT INTO artifacts", artifacts)
             _insert_many(conn, "INSERT OR IGNORE INTO code", code)
 

@@ -7,11 +7,12 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from capture.records import Artifact, CodeRecord, LogLine, RunRecord, StepCode, StepRecord
 from capture.redact import REDACTED, TRUNCATED, preview
-from capture.sinks import CaptureURLError, JsonLinesSink, SQLiteSink, sink_from_url
+from capture.sinks import CaptureURLError, JsonLinesSink, SchemaError, SQLiteSink, sink_from_url
 from runtimes.visualize import Visualization, visualize
 
 
@@ -81,6 +82,120 @@ def test_sqlite_sink_writes_every_table(tmp_path: Path) -> None:
             "SELECT step_id, seq, level, message FROM step_logs ORDER BY step_id, seq"
         ).fetchall()
     assert logs[:2] == [("s0", 0, "stdout", "line 0"), ("s0", 1, "info", "two")]
+
+
+@pytest.mark.parametrize("size", [1, 3, 17, 255, 256, 257, 500, 1333])
+def test_sqlite_sink_writes_batches_of_any_size(tmp_path: Path, size: int) -> None:
+    """Batches are cut into statements of a few fixed sizes; no row may fall in a gap."""
+    db = tmp_path / "runs.db"
+    sink = SQLiteSink(db)
+    sink.open()
+    try:
+        sink.write([run_record(f"r{i:05d}") for i in range(size)])
+        sink.write([run_record("last")])
+    finally:
+        sink.close()
+    assert run_ids(db) == sorted([f"r{i:05d}" for i in range(size)] + ["last"])
+
+
+def test_sqlite_sink_keeps_steps_in_the_run_row_and_artifacts_apart(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    sink = SQLiteSink(db)
+    sink.open()
+    try:
+        sink.write([run_record("a", steps=2)])
+    finally:
+        sink.close()
+    with sqlite3.connect(db) as conn:
+        (steps,) = conn.execute("SELECT steps FROM runs WHERE run_id = 'a'").fetchone()
+        kinds = {row[0]: row[1] for row in conn.execute("SELECT name, type FROM sqlite_master")}
+    stored = json.loads(steps)
+    assert [s["step_id"] for s in stored] == ["s0", "s1"]
+    assert all(s["artifacts"] == [] for s in stored)  # in their own table, not twice
+    assert stored[0]["logs"] == [[1.5, "stdout", "line 0"], [1.6, "info", "two"]]
+    assert kinds["step_runs"] == kinds["step_logs"] == "view"
+    assert kinds["runs"] == kinds["artifacts"] == kinds["code"] == "table"
+
+
+V1_SCHEMA = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, run_name TEXT NOT NULL, pipeline TEXT NOT NULL,
+    pipeline_version TEXT NOT NULL, status TEXT NOT NULL, started_at REAL NOT NULL,
+    finished_at REAL NOT NULL, duration REAL NOT NULL, parameters TEXT,
+    output_preview TEXT, error TEXT, deployment TEXT
+);
+CREATE INDEX runs_started ON runs (started_at);
+CREATE INDEX runs_pipeline ON runs (pipeline, started_at);
+CREATE TABLE step_runs (
+    run_id TEXT NOT NULL, step_id TEXT NOT NULL, step_name TEXT NOT NULL,
+    status TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,
+    duration REAL NOT NULL, attempts INTEGER NOT NULL, input_preview TEXT,
+    output_preview TEXT, error TEXT, PRIMARY KEY (run_id, step_id)
+);
+CREATE TABLE step_logs (
+    run_id TEXT NOT NULL, step_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    ts REAL NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL,
+    PRIMARY KEY (run_id, step_id, seq)
+);
+CREATE TABLE artifacts (
+    run_id TEXT NOT NULL, step_id TEXT NOT NULL, name TEXT NOT NULL,
+    kind TEXT NOT NULL, content TEXT NOT NULL
+);
+CREATE TABLE code (
+    pipeline TEXT NOT NULL, pipeline_version TEXT NOT NULL, step_name TEXT NOT NULL,
+    source TEXT, docstring TEXT, PRIMARY KEY (pipeline_version, step_name)
+);
+INSERT INTO runs VALUES ('old', 'p-old', 'p', 'v0', 'failed', 1.0, 3.0, 2.0, '{"a":1}', NULL, 'boom', NULL);
+INSERT INTO runs VALUES ('quiet', 'p-quiet', 'p', 'v0', 'completed', 4.0, 5.0, 1.0, '{}', '1', NULL, NULL);
+INSERT INTO step_runs VALUES ('old', 'second', 'b', 'failed', 2.0, 3.0, 1.0, 2, '{"x":1}', NULL, 'boom');
+INSERT INTO step_runs VALUES ('old', 'first', 'a', 'completed', 1.0, 2.0, 1.0, 1, '{}', '"x"', NULL);
+INSERT INTO step_logs VALUES ('old', 'second', 1, 2.6, 'error', 'then this');
+INSERT INTO step_logs VALUES ('old', 'second', 0, 2.5, 'stdout', 'first this');
+INSERT INTO artifacts VALUES ('old', 'first', 'v', 'html', '<b>x</b>');
+"""
+
+
+def test_sqlite_sink_migrates_a_version_1_store_without_losing_a_row(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(V1_SCHEMA)
+    sink = SQLiteSink(db)
+    sink.open()
+    try:
+        sink.write([run_record("new")])
+    finally:
+        sink.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        steps = conn.execute(
+            "SELECT run_id, step_id, status, attempts, input_preview, output_preview, error "
+            "FROM step_runs ORDER BY run_id, started_at"
+        ).fetchall()
+        logs = conn.execute("SELECT run_id, step_id, seq, level, message FROM step_logs ORDER BY run_id, seq").fetchall()
+        runs = conn.execute("SELECT run_id, status, error FROM runs ORDER BY run_id").fetchall()
+        artifacts = conn.execute("SELECT run_id, name FROM artifacts ORDER BY run_id").fetchall()
+    assert steps == [
+        ("new", "s0", "completed", 1, None, None, None),
+        ("old", "first", "completed", 1, "{}", '"x"', None),
+        ("old", "second", "failed", 2, '{"x":1}', None, "boom"),
+    ]
+    assert logs == [
+        ("new", "s0", 0, "stdout", "line 0"),
+        ("new", "s0", 1, "info", "two"),
+        ("old", "second", 0, "stdout", "first this"),
+        ("old", "second", 1, "error", "then this"),
+    ]
+    assert runs == [("new", "completed", None), ("old", "failed", "boom"), ("quiet", "completed", None)]
+    assert artifacts == [("new", "v"), ("old", "v")]
+
+
+def test_sqlite_sink_refuses_a_store_from_a_newer_version(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    sink = SQLiteSink(db)
+    with pytest.raises(SchemaError, match="schema version 99 is newer"):
+        sink.open()
 
 
 def test_sqlite_sink_fails_while_its_folder_is_gone_and_recovers(tmp_path: Path) -> None:
@@ -225,6 +340,46 @@ def test_preview_redacts_secret_looking_keys_at_any_depth() -> None:
     assert out["apiKey"] == out["Authorization"] == REDACTED
     assert out["user"] == "ada"
     assert out["nested"] == [{"secret": REDACTED, "region": "eu"}, ["ok", {"private_key": REDACTED}]]
+
+
+def test_preview_of_structs_redacts_by_field_name_and_nested_keys() -> None:
+    """Structs of scalar fields skip the scan (their verdict is cached per type); a
+    secret-looking field name, or a nested value that can hold keys, still redacts."""
+
+    class Flat(msgspec.Struct):
+        name: str
+        count: int | None = None
+
+    class WithSecret(msgspec.Struct):
+        name: str
+        api_key: str | None = None
+
+    class Renamed(msgspec.Struct, rename={"word": "password"}):
+        word: str
+
+    class Nested(msgspec.Struct):
+        name: str
+        headers: dict[str, str]
+
+    for _ in range(2):  # the second time from the per-type cache
+        assert preview(Flat("token-shaped value", 3), 1000) == '{"name":"token-shaped value","count":3}'
+        assert json.loads(preview(WithSecret("a", "k"), 1000)) == {"name": "a", "api_key": REDACTED}
+        assert json.loads(preview(Renamed("w"), 1000)) == {"password": REDACTED}
+        assert json.loads(preview(Nested("a", {"Authorization": "Bearer x"}), 1000)) == {
+            "name": "a",
+            "headers": {"Authorization": REDACTED},
+        }
+
+
+def test_preview_of_scalars_never_redacts_and_big_ints_are_described() -> None:
+    assert preview("my password is hunter2", 1000) == '"my password is hunter2"'
+    assert preview(2**70, 1000) == str(2**70)  # beyond 64 bits: shown as its repr
+    assert preview(None, 1000) == "null"
+
+
+def test_preview_redacts_a_cut_value_that_holds_a_secret() -> None:
+    text = preview({"filler": "x" * 50, "password": "hunter2"}, 30)
+    assert "hunter2" not in text and text.endswith(TRUNCATED)
 
 
 def test_preview_truncates_by_bytes_without_breaking_characters() -> None:
