@@ -26,7 +26,10 @@ class Artifact(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     content: str
 
 
-class StepRecord(msgspec.Struct, kw_only=True, gc=False):
+class StepRecord(msgspec.Struct, gc=False):
+    """One step of a run. Built positionally on the event loop, once per step: keep the
+    field order."""
+
     step_id: str
     step_name: str
     status: str  # completed | failed | canceled | cached
@@ -41,7 +44,10 @@ class StepRecord(msgspec.Struct, kw_only=True, gc=False):
     artifacts: list[Artifact] = []
 
 
-class RunRecord(msgspec.Struct, kw_only=True, tag="run", gc=False):
+class RunRecord(msgspec.Struct, tag="run", gc=False):
+    """One run with its steps. Built positionally on the event loop, once per run: keep
+    the field order."""
+
     run_id: str
     run_name: str
     pipeline: str

@@ -340,14 +340,13 @@ class DagExecutor:
                 return value
         scope = None
         if ctx is not None:
-            capture_logs = observer is not None and observer.capture_logs
             scope = StepScope(
                 node.id,
                 ctx.run_id,
                 emit,
                 asyncio.get_running_loop(),
-                logs=[] if capture_logs else None,
-                artifacts=[] if observer is not None and observer.capture_artifacts else None,
+                [] if observer is not None and observer.capture_logs else None,
+                [] if observer is not None and observer.capture_artifacts else None,
             )
         try:
             value = await self._attempts(node, step, args, kw, emit, scope)

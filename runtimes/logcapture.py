@@ -36,9 +36,12 @@ class _Tee:
         if scope is not None and scope.logs is not None:
             # The unfinished line belongs to the step, not the thread: async steps share
             # the loop thread, and worker threads serve many runs.
-            pending = scope.partial.get(self._level, "") + text
+            partial = scope.partial
+            if partial is None:
+                partial = scope.partial = {}
+            pending = partial.get(self._level, "") + text
             *lines, rest = pending.split("\n")
-            scope.partial[self._level] = rest
+            partial[self._level] = rest
             now = time.time()
             for line in lines:
                 if line:
@@ -81,7 +84,7 @@ def structlog_processor(_: Any, method: str, event: dict[str, Any]) -> dict[str,
 
 def flush_partial(scope: Any) -> None:
     """Keep a step's last printed line even without a trailing newline."""
-    if scope.logs is None:
+    if scope.logs is None or not scope.partial:
         return
     for level, rest in scope.partial.items():
         if rest:

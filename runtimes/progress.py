@@ -28,7 +28,6 @@ class StepScope:
         run_id: str,
         emit: Callable[..., None] | None,
         loop: asyncio.AbstractEventLoop,
-        *,
         logs: list[Any] | None = None,
         artifacts: list[Any] | None = None,
     ) -> None:
@@ -39,7 +38,7 @@ class StepScope:
         self.loop_thread = threading.get_ident()
         self.logs = logs  # None: log lines are not captured for this run
         self.artifacts = artifacts
-        self.partial: dict[str, str] = {}  # unfinished printed line per stream
+        self.partial: dict[str, str] | None = None  # unfinished printed line per stream, once printed
 
     def send(self, cls: type[ev.RunEvent], **fields: Any) -> None:
         """Emit on the loop's thread: events keep their order and callbacks stay single-threaded."""

@@ -50,14 +50,53 @@ def pipeline_version(pipeline: Pipeline) -> str:
     return digest.hexdigest()[:16]
 
 
-class _RunCapture:
-    """Collects one run's step records as the executor reports them."""
+# RunStatus -> plain str, without the two Python-level calls `.value` makes on an Enum.
+_STATUS_TEXT = {status: status.value for status in RunStatus}
 
-    def __init__(self, capture: Capture, max_bytes: int) -> None:
+
+class _PipelineCapture:
+    """What capture needs of one pipeline, worked out at its first run: the effective
+    Capture options, the version, and the names every record repeats."""
+
+    __slots__ = (
+        "capture",
+        "capture_artifacts",
+        "capture_logs",
+        "deployment",
+        "max_bytes",
+        "metadata",
+        "metrics",
+        "pipeline",
+        "version",
+    )
+
+    def __init__(self, pipeline: Pipeline, capture: Capture, version: str, options: RuntimeOptions) -> None:
         self.capture = capture
-        self.max_bytes = max_bytes
+        self.pipeline = pipeline.name
+        self.version = version
+        self.deployment = options.deployment_name
+        self.max_bytes = options.capture_max_bytes
+        self.metadata = capture.metadata
+        self.metrics = capture.metrics
         self.capture_logs = capture.logs
         self.capture_artifacts = capture.visualizations
+
+
+class _RunCapture:
+    """Collects one run's step records as the executor reports them.
+
+    Runs on the event loop once per step of every captured run, so it builds the
+    record positionally and leaves encoding and writing to the writer thread.
+    """
+
+    __slots__ = ("capture_artifacts", "capture_logs", "max_bytes", "metadata", "metrics", "steps")
+
+    def __init__(self, state: _PipelineCapture) -> None:
+        self.max_bytes = state.max_bytes
+        self.metadata = state.metadata
+        self.metrics = state.metrics
+        self.capture_logs = state.capture_logs
+        self.capture_artifacts = state.capture_artifacts
         self.steps: list[StepRecord] = []
 
     def step_finished(
@@ -73,24 +112,19 @@ class _RunCapture:
         started_at: float,
         duration: float,
     ) -> None:
-        if self.capture.metrics and status in ("completed", "failed"):
-            step_duration.observe((node.step.name,), duration)
-        record = StepRecord(
-            step_id=node.id,
-            step_name=node.step.name,
-            status=status,
-            started_at=started_at,
-            finished_at=started_at + duration,
-            duration=duration,
-            attempts=attempts,
-            error=error,
-        )
-        if self.capture.metadata:
+        step = node.step
+        if self.metrics and (status == "completed" or status == "failed"):
+            step_duration.observe(step.labels, duration)
+        inputs = output = None
+        if self.metadata:
             # By parameter name, so redaction sees `password` and the like.
-            inputs = node.step.named_inputs(args, kwargs)
-            record.input_preview = preview(inputs, self.max_bytes)
-            if status in ("completed", "cached"):
-                record.output_preview = preview(value, self.max_bytes)
+            inputs = preview(step.named_inputs(args, kwargs), self.max_bytes)
+            if status == "completed" or status == "cached":
+                output = preview(value, self.max_bytes)
+        finished_at = started_at + duration
+        record = StepRecord(
+            node.id, step.name, status, started_at, finished_at, duration, attempts, inputs, output, error
+        )
         if scope is not None:
             if scope.partial:
                 logcapture.flush_partial(scope)
@@ -123,7 +157,8 @@ class RealtimeRuntime:
                 failure_threshold=o.capture_breaker_failures, cooldown=o.capture_breaker_cooldown
             ),
         )
-        self._versions: dict[int, str] = {}
+        # Per pipeline (by id, with the object kept so an id is never reused under us).
+        self._states: dict[int, tuple[Pipeline, _PipelineCapture | None]] = {}
 
     async def start(self) -> None:
         logcapture.install()
@@ -138,10 +173,16 @@ class RealtimeRuntime:
         overrides = self.options.capture_overrides
         return msgspec.structs.replace(pipeline.capture, **overrides) if overrides else pipeline.capture
 
-    def _version(self, pipeline: Pipeline, capture: Capture) -> str:
-        version = self._versions.get(id(pipeline))
-        if version is None:
-            version = self._versions[id(pipeline)] = pipeline_version(pipeline)
+    def _prepare(self, pipeline: Pipeline) -> _PipelineCapture | None:
+        """First run of a pipeline: its options and version, and its code, published once.
+
+        None when the pipeline is memory_only (nothing to capture).
+        """
+        capture = self.effective_capture(pipeline)
+        state = None
+        if not capture.memory_only:
+            version = pipeline_version(pipeline)
+            state = _PipelineCapture(pipeline, capture, version, self.options)
             if capture.code:
                 steps = {n.step.name: n.step for n in pipeline.nodes}
                 self.publisher.publish(
@@ -154,7 +195,8 @@ class RealtimeRuntime:
                         ],
                     )
                 )
-        return version
+        self._states[id(pipeline)] = (pipeline, state)
+        return state
 
     async def run(
         self,
@@ -167,17 +209,16 @@ class RealtimeRuntime:
         on_event: EventCallback | None = None,
     ) -> RunResult:
         kwargs = pipeline.call_kwargs(parameters)
-        capture = self.effective_capture(pipeline)
-        if capture.memory_only:
+        known = self._states.get(id(pipeline))
+        state = known[1] if known is not None and known[0] is pipeline else self._prepare(pipeline)
+        if state is None:
             return await self.executor.run(
                 pipeline, kwargs, run_id=run_id, run_name=run_name, timeout=timeout, on_event=on_event
             )
-        version = self._version(pipeline, capture)
         run_id = run_id or new_id()
         run_name = run_name or default_run_name(pipeline.name)
-        observer = _RunCapture(capture, self.options.capture_max_bytes)
+        observer = _RunCapture(state)
         started_at = time.time()
-        run = (run_id, run_name, started_at)
         try:
             result = await self.executor.run(
                 pipeline,
@@ -189,41 +230,42 @@ class RealtimeRuntime:
                 observer=observer,
             )
         except asyncio.CancelledError:
-            self._publish(pipeline, version, capture, observer, run, parameters, None)
+            finished_at = time.time()
+            self._publish(
+                state, run_id, run_name, "canceled", started_at, finished_at, finished_at - started_at,
+                "canceled", parameters, None, observer.steps,
+            )  # fmt: skip
             raise
-        self._publish(pipeline, version, capture, observer, run, parameters, result)
+        status = _STATUS_TEXT[result.status]
+        self._publish(
+            state, run_id, run_name, status, started_at, time.time(), result.execution_time,
+            result.error, parameters, result.outputs, observer.steps,
+        )  # fmt: skip
         return result
 
     def _publish(
         self,
-        pipeline: Pipeline,
-        version: str,
-        capture: Capture,
-        observer: _RunCapture,
-        run: tuple[str, str, float],
+        state: _PipelineCapture,
+        run_id: str,
+        run_name: str,
+        status: str,
+        started_at: float,
+        finished_at: float,
+        duration: float,
+        error: str | None,
         parameters: msgspec.Struct,
-        result: RunResult | None,
+        outputs: dict[str, Any] | None,
+        steps: list[StepRecord],
     ) -> None:
-        run_id, run_name, started_at = run
-        finished_at = time.time()
+        params_preview = output_preview = None
+        if state.metadata:
+            params_preview = preview(parameters, state.max_bytes)
+            if outputs is not None:
+                output_preview = preview(outputs, state.max_bytes)
         record = RunRecord(
-            run_id=run_id,
-            run_name=run_name,
-            pipeline=pipeline.name,
-            pipeline_version=version,
-            status=result.status.value if result is not None else RunStatus.canceled.value,
-            started_at=started_at,
-            finished_at=finished_at,
-            duration=result.execution_time if result is not None else finished_at - started_at,
-            error=result.error if result is not None else "canceled",
-            deployment=self.options.deployment_name,
-            steps=observer.steps,
-        )
-        if capture.metadata:
-            max_bytes = self.options.capture_max_bytes
-            record.parameters = preview(parameters, max_bytes)
-            if result is not None and result.outputs is not None:
-                record.output_preview = preview(result.outputs, max_bytes)
+            run_id, run_name, state.pipeline, state.version, status, started_at, finished_at, duration,
+            params_preview, output_preview, error, state.deployment, steps,
+        )  # fmt: skip
         self.publisher.publish(record)
 
     def status(self) -> dict[str, Any]:

@@ -103,6 +103,7 @@ class Step:
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
+        self.labels = (self.name,)  # its metric labels, built once
         where = f"step '{self.name}'"
         if not self.name.isidentifier():
             raise PipelineDefinitionError(f"{where}: name must be a Python identifier")
@@ -137,10 +138,12 @@ class Step:
         if not args:
             return kwargs
         names = self.positional_names
-        named: dict[Any, Any] = dict(zip(names, args, strict=False))
-        for i in range(len(names), len(args)):
-            named[i] = args[i]
-        named.update(kwargs)
+        named: dict[Any, Any] = dict(zip(names, args, strict=False))  # extras come next
+        if len(args) > len(names):
+            for i in range(len(names), len(args)):
+                named[i] = args[i]
+        if kwargs:
+            named.update(kwargs)
         return named
 
     def __call__(self, *args: Any, after: Any = None, **kwargs: Any) -> Any:
