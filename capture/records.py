@@ -7,6 +7,8 @@ path: one append per request is the budget.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 
@@ -40,8 +42,11 @@ class StepRecord(msgspec.Struct, gc=False):
     input_preview: str | None = None
     output_preview: str | None = None
     error: str | None = None
-    logs: list[LogLine] = []
-    artifacts: list[Artifact] = []
+    # Sequences defaulting to (): a record waits in the publisher's queue for up to a
+    # batch interval, and two fresh empty lists per step (msgspec copies a [] default)
+    # were containers the garbage collector tracked, promoted and rescanned.
+    logs: Sequence[LogLine] = ()
+    artifacts: Sequence[Artifact] = ()
 
 
 class RunRecord(msgspec.Struct, tag="run", gc=False):
@@ -60,7 +65,7 @@ class RunRecord(msgspec.Struct, tag="run", gc=False):
     output_preview: str | None = None
     error: str | None = None
     deployment: str | None = None
-    steps: list[StepRecord] = []
+    steps: Sequence[StepRecord] = ()  # a tuple once published: untracked by the GC
 
 
 class StepCode(msgspec.Struct, frozen=True, kw_only=True):

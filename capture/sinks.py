@@ -220,12 +220,15 @@ class SQLiteSink:
         for record in batch:
             if type(record) is RunRecord:
                 steps = record.steps
-                for s in steps:
-                    if s.artifacts:  # stored in their own table, not in runs.steps
+                with_artifacts = False
+                for step in steps:
+                    if step.artifacts:  # stored in their own table, not in runs.steps
+                        with_artifacts = True
                         artifacts.extend(
-                            (record.run_id, s.step_id, a.name, a.kind, a.content) for a in s.artifacts
+                            (record.run_id, step.step_id, a.name, a.kind, a.content) for a in step.artifacts
                         )
-                        steps = [msgspec.structs.replace(s, artifacts=[]) for s in steps]
+                if with_artifacts:
+                    steps = [msgspec.structs.replace(step, artifacts=()) for step in steps]
                 runs.append(
                     (record.run_id, record.run_name, record.pipeline, record.pipeline_version,
                      record.status, record.started_at, record.finished_at, record.duration,

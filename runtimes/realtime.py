@@ -264,7 +264,7 @@ class RealtimeRuntime:
                 output_preview = preview(outputs, state.max_bytes)
         record = RunRecord(
             run_id, run_name, state.pipeline, state.version, status, started_at, finished_at, duration,
-            params_preview, output_preview, error, state.deployment, steps,
+            params_preview, output_preview, error, state.deployment, tuple(steps),
         )  # fmt: skip
         self.publisher.publish(record)
 

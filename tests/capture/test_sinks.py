@@ -171,7 +171,9 @@ def test_sqlite_sink_migrates_a_version_1_store_without_losing_a_row(tmp_path: P
             "SELECT run_id, step_id, status, attempts, input_preview, output_preview, error "
             "FROM step_runs ORDER BY run_id, started_at"
         ).fetchall()
-        logs = conn.execute("SELECT run_id, step_id, seq, level, message FROM step_logs ORDER BY run_id, seq").fetchall()
+        logs = conn.execute(
+            "SELECT run_id, step_id, seq, level, message FROM step_logs ORDER BY run_id, seq"
+        ).fetchall()
         runs = conn.execute("SELECT run_id, status, error FROM runs ORDER BY run_id").fetchall()
         artifacts = conn.execute("SELECT run_id, name FROM artifacts ORDER BY run_id").fetchall()
     assert steps == [
