@@ -84,9 +84,10 @@ def test_sqlite_sink_writes_every_table(tmp_path: Path) -> None:
     assert logs[:2] == [("s0", 0, "stdout", "line 0"), ("s0", 1, "info", "two")]
 
 
-@pytest.mark.parametrize("size", [1, 3, 17, 255, 256, 257, 500, 1333])
+@pytest.mark.parametrize("size", [1, 3, 17, 63, 64, 65, 129, 255, 256, 257, 500, 1333])
 def test_sqlite_sink_writes_batches_of_any_size(tmp_path: Path, size: int) -> None:
-    """Batches are cut into statements of a few fixed sizes; no row may fall in a gap."""
+    """Batches are written a slice at a time, in statements of a few fixed sizes; no
+    row may fall in a gap between them."""
     db = tmp_path / "runs.db"
     sink = SQLiteSink(db)
     sink.open()
@@ -241,6 +242,9 @@ def test_sqlite_sink_batch_is_all_or_nothing(tmp_path: Path) -> None:
         bad.run_name = None  # type: ignore[assignment]  # violates NOT NULL, after a good record
         with pytest.raises(sqlite3.IntegrityError):
             sink.write([run_record("good"), bad])
+        # The same when the bad record is in a later slice than good ones already inserted.
+        with pytest.raises(sqlite3.IntegrityError):
+            sink.write([run_record(f"good{i:03d}") for i in range(200)] + [bad])
         sink.write([run_record("next")])
     finally:
         sink.close()
