@@ -92,13 +92,13 @@ def _capture_store_problem(url: str) -> str | None:
     """Open and close the capture store once, so a bad one fails the start in one line."""
     import sqlite3
 
-    from capture.sinks import sink_from_url
+    from capture.sinks import SchemaError, sink_from_url
 
     sink = sink_from_url(url)
     try:
         sink.open()
         sink.close()
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, SchemaError) as exc:
         return f"cannot open the capture store: {exc}"
     return None
 

@@ -243,3 +243,16 @@ def test_bad_capture_url_is_one_line_and_exit_2(run_serving: Any, url: str) -> N
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("serving: error: SERVING_CAPTURE_URL=")
     assert "expected" in lines[0]
+
+
+def test_capture_store_from_a_newer_version_is_one_line_and_exit_2(run_serving: Any, tmp_path: Path) -> None:
+    db = tmp_path / "newer" / "runs.db"
+    db.parent.mkdir()
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    result = run_serving(HELLO, capture_url=f"sqlite:///{db}")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("serving: error: SERVING_CAPTURE_URL=")
+    assert "schema version 99 is newer than this serving's (2)" in lines[0]
