@@ -145,19 +145,22 @@ class _RunContext:
 class RunObserver(Protocol):
     """Sees each step's inputs, output and captured logs; the Realtime runtime's capture hook.
 
-    Called on the event loop thread, after the step; must not raise or block.
+    Called on the event loop thread; must not raise or block. `step_inputs` is called
+    before the step runs (a step may change its inputs in place), and what it returns
+    comes back to `step_finished` as `inputs`.
     """
 
     capture_logs: bool
     capture_artifacts: bool
+
+    def step_inputs(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> Any: ...
 
     def step_finished(
         self,
         node: StepNode,
         scope: StepScope | None,
         status: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
+        inputs: Any,
         value: Any,
         error: str | None,
         attempts: int,
@@ -327,6 +330,7 @@ class DagExecutor:
         observer = ctx.observer if ctx is not None else None
         wall_start = time.time()
         started = time.perf_counter()
+        inputs = observer.step_inputs(node, args, kw) if observer is not None else None
         cache_key = None
         if step.cache and self.cache is not None:
             cache_key = self.cache.key(step, args, kw)
@@ -336,7 +340,7 @@ class DagExecutor:
                     emit(ev.StepStarted, step=node.id, attempt=0)
                     emit(ev.StepCompleted, step=node.id, duration=0.0, attempts=0)
                 if observer is not None:
-                    observer.step_finished(node, None, "cached", args, kw, value, None, 0, wall_start, 0.0)
+                    observer.step_finished(node, None, "cached", inputs, value, None, 0, wall_start, 0.0)
                 return value
         scope = None
         if ctx is not None:
@@ -354,19 +358,19 @@ class DagExecutor:
             if observer is not None:
                 elapsed = time.perf_counter() - started
                 observer.step_finished(
-                    node, scope, "failed", args, kw, None, str(exc), exc.attempts, wall_start, elapsed
+                    node, scope, "failed", inputs, None, str(exc), exc.attempts, wall_start, elapsed
                 )
             raise
         except asyncio.CancelledError:
             if observer is not None:
                 elapsed = time.perf_counter() - started
-                observer.step_finished(node, scope, "canceled", args, kw, None, None, 1, wall_start, elapsed)
+                observer.step_finished(node, scope, "canceled", inputs, None, None, 1, wall_start, elapsed)
             raise
         if cache_key is not None:
             self.cache.put(cache_key, value)  # type: ignore[union-attr]
         if observer is not None:
             elapsed = time.perf_counter() - started
-            observer.step_finished(node, scope, "completed", args, kw, value, None, 1, wall_start, elapsed)
+            observer.step_finished(node, scope, "completed", inputs, value, None, 1, wall_start, elapsed)
         return value
 
     async def _attempts(

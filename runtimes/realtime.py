@@ -59,7 +59,6 @@ class _PipelineCapture:
     Capture options, the version, and the names every record repeats."""
 
     __slots__ = (
-        "capture",
         "capture_artifacts",
         "capture_logs",
         "deployment",
@@ -71,7 +70,6 @@ class _PipelineCapture:
     )
 
     def __init__(self, pipeline: Pipeline, capture: Capture, version: str, options: RuntimeOptions) -> None:
-        self.capture = capture
         self.pipeline = pipeline.name
         self.version = version
         self.deployment = options.deployment_name
@@ -85,8 +83,10 @@ class _PipelineCapture:
 class _RunCapture:
     """Collects one run's step records as the executor reports them.
 
-    Runs on the event loop once per step of every captured run, so it builds the
-    record positionally and leaves encoding and writing to the writer thread.
+    Runs on the event loop once per step of every captured run: it takes each preview
+    when the value is fresh (inputs before the step runs, the output when it returns;
+    either may be changed in place later), builds the record positionally, and leaves
+    the rest to the publisher's writer thread.
     """
 
     __slots__ = ("capture_artifacts", "capture_logs", "max_bytes", "metadata", "metrics", "steps")
@@ -99,13 +99,19 @@ class _RunCapture:
         self.capture_artifacts = state.capture_artifacts
         self.steps: list[StepRecord] = []
 
+    def step_inputs(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+        """The input preview, taken before the step runs and can change its inputs."""
+        if not self.metadata:
+            return None
+        # By parameter name, so redaction sees `password` and the like.
+        return preview(node.step.named_inputs(args, kwargs), self.max_bytes)
+
     def step_finished(
         self,
         node: StepNode,
         scope: StepScope | None,
         status: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
+        inputs: str | None,
         value: Any,
         error: str | None,
         attempts: int,
@@ -115,12 +121,9 @@ class _RunCapture:
         step = node.step
         if self.metrics and (status == "completed" or status == "failed"):
             step_duration.observe(step.labels, duration)
-        inputs = output = None
-        if self.metadata:
-            # By parameter name, so redaction sees `password` and the like.
-            inputs = preview(step.named_inputs(args, kwargs), self.max_bytes)
-            if status == "completed" or status == "cached":
-                output = preview(value, self.max_bytes)
+        output = None
+        if self.metadata and (status == "completed" or status == "cached"):
+            output = preview(value, self.max_bytes)
         finished_at = started_at + duration
         record = StepRecord(
             node.id, step.name, status, started_at, finished_at, duration, attempts, inputs, output, error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -104,3 +105,41 @@ def test_unfinished_printed_lines_stay_with_their_step() -> None:
         loop.close()
     assert [line.message for line in b.logs] == ["line of b"]
     assert [line.message for line in a.logs] == ["secret-of-a "]
+
+
+@step
+async def make_features(n: int) -> dict:
+    return {"n": n, "scaled": False}
+
+
+@step
+async def scale_in_place(features: dict) -> dict:
+    features["scaled"] = True  # changes the upstream step's output object
+    features["n"] *= 10
+    return features
+
+
+@pytest.mark.anyio
+async def test_previews_show_values_as_each_step_saw_them(tmp_path: Path) -> None:
+    """Inputs are previewed before a step runs and outputs when it returns, on the loop,
+    not later in the writer: a step that changes its input in place must not rewrite
+    what the store says it (and the step before it) was given and returned."""
+
+    @pipeline
+    def p(n: int = 3):
+        return scale_in_place(make_features(n))
+
+    runtime = RealtimeRuntime(RuntimeOptions(capture_url=f"sqlite://{tmp_path}/runs.db"))
+    await runtime.start()
+    try:
+        result = await runtime.run(p, p.parse_parameters({}))
+    finally:
+        await runtime.stop()
+    assert result.ok
+    with sqlite3.connect(tmp_path / "runs.db") as conn:
+        rows = dict(conn.execute("SELECT step_id, output_preview FROM step_runs").fetchall())
+        inputs = conn.execute("SELECT input_preview FROM step_runs WHERE step_id = 'scale_in_place'")
+        (inputs,) = inputs.fetchone()
+    assert json.loads(rows["make_features"]) == {"n": 3, "scaled": False}
+    assert json.loads(inputs) == {"features": {"n": 3, "scaled": False}}
+    assert json.loads(rows["scale_in_place"]) == {"n": 30, "scaled": True}
