@@ -82,7 +82,7 @@ def preview(value: Any, max_bytes: int) -> str:
     if len(data) > max_bytes:
         if type(value) not in _SCALARS and _may_hold_secret(data.decode(errors="replace")):
             return _redacted_preview(value, max_bytes)
-        return data[:max_bytes].decode(errors="ignore") + TRUNCATED
+        return _cut(data, max_bytes)
     kind = type(value)
     if kind in _SCALARS:
         return data.decode()
@@ -118,12 +118,15 @@ def _is_scalar_type(tp: Any) -> bool:
 
 
 def _struct_is_flat_and_safe(kind: type[msgspec.Struct]) -> bool:
-    """Every field holds a scalar and no field's JSON name looks like a secret."""
+    """Every field holds a scalar and no field's JSON name looks like a secret.
+
+    False (scan every time) for anything it cannot tell: previews must never raise.
+    """
     try:
         fields = msgspec.structs.fields(kind)
-    except TypeError:
+        return all(_is_scalar_type(f.type) and not SECRET_KEY.search(f.encode_name) for f in fields)
+    except Exception:
         return False
-    return all(_is_scalar_type(f.type) and not SECRET_KEY.search(f.encode_name) for f in fields)
 
 
 def _redacted_preview(value: Any, max_bytes: int) -> str:

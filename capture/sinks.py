@@ -113,7 +113,7 @@ _CHUNKS = (64, 16, 4, 1)  # rows per INSERT statement
 _yield_cpu = getattr(os, "sched_yield", lambda: None)
 
 
-def _insert_many(conn: sqlite3.Connection, insert: str, rows: list[tuple[object, ...]]) -> None:
+def _insert_many(conn: sqlite3.Connection, insert: str, rows: list[_Row]) -> None:
     """Insert rows with multi-row VALUES statements of a few fixed sizes.
 
     `executemany` steps once per row, and the sqlite3 module releases and re-takes the
@@ -140,6 +140,13 @@ def _statement(insert: str, width: int, rows: int) -> str:
     return f"{insert} VALUES {','.join([row] * rows)}"
 
 
+def _execute_each(conn: sqlite3.Connection, script: str) -> None:
+    """Run a script's statements inside the open transaction (executescript would commit)."""
+    for statement in script.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring the schema to SCHEMA_VERSION in one transaction; raises SchemaError if newer."""
     conn.execute("BEGIN IMMEDIATE")  # two daemons opening one file migrate it once
@@ -154,12 +161,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'step_runs'"
             ).fetchone()
             if old_steps:
-                for statement in MIGRATE_FROM_V1.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
-            for statement in SCHEMA.split(";\n"):
-                if statement.strip():
-                    conn.execute(statement)
+                _execute_each(conn, MIGRATE_FROM_V1)
+            _execute_each(conn, SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

@@ -89,22 +89,21 @@ class _RunCapture:
     the rest to the publisher's writer thread.
     """
 
-    __slots__ = ("capture_artifacts", "capture_logs", "max_bytes", "metadata", "metrics", "steps")
+    __slots__ = ("capture_artifacts", "capture_logs", "state", "steps")
 
     def __init__(self, state: _PipelineCapture) -> None:
-        self.max_bytes = state.max_bytes
-        self.metadata = state.metadata
-        self.metrics = state.metrics
-        self.capture_logs = state.capture_logs
+        self.state = state
+        self.capture_logs = state.capture_logs  # read by the executor for every step
         self.capture_artifacts = state.capture_artifacts
         self.steps: list[StepRecord] = []
 
     def step_inputs(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> str | None:
         """The input preview, taken before the step runs and can change its inputs."""
-        if not self.metadata:
+        state = self.state
+        if not state.metadata:
             return None
         # By parameter name, so redaction sees `password` and the like.
-        return preview(node.step.named_inputs(args, kwargs), self.max_bytes)
+        return preview(node.step.named_inputs(args, kwargs), state.max_bytes)
 
     def step_finished(
         self,
@@ -119,11 +118,12 @@ class _RunCapture:
         duration: float,
     ) -> None:
         step = node.step
-        if self.metrics and (status == "completed" or status == "failed"):
+        state = self.state
+        if state.metrics and (status == "completed" or status == "failed"):
             step_duration.observe(step.labels, duration)
         output = None
-        if self.metadata and (status == "completed" or status == "cached"):
-            output = preview(value, self.max_bytes)
+        if state.metadata and (status == "completed" or status == "cached"):
+            output = preview(value, state.max_bytes)
         finished_at = started_at + duration
         record = StepRecord(
             node.id, step.name, status, started_at, finished_at, duration, attempts, inputs, output, error

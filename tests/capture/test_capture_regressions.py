@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from capture_helpers import realtime, rows
 
 from runtimes import RuntimeOptions, pipeline, step
 from runtimes.cache import StepCache
@@ -129,17 +130,11 @@ async def test_previews_show_values_as_each_step_saw_them(tmp_path: Path) -> Non
     def p(n: int = 3):
         return scale_in_place(make_features(n))
 
-    runtime = RealtimeRuntime(RuntimeOptions(capture_url=f"sqlite://{tmp_path}/runs.db"))
-    await runtime.start()
-    try:
+    db = tmp_path / "runs.db"
+    async with realtime(db) as runtime:
         result = await runtime.run(p, p.parse_parameters({}))
-    finally:
-        await runtime.stop()
     assert result.ok
-    with sqlite3.connect(tmp_path / "runs.db") as conn:
-        rows = dict(conn.execute("SELECT step_id, output_preview FROM step_runs").fetchall())
-        inputs = conn.execute("SELECT input_preview FROM step_runs WHERE step_id = 'scale_in_place'")
-        (inputs,) = inputs.fetchone()
-    assert json.loads(rows["make_features"]) == {"n": 3, "scaled": False}
-    assert json.loads(inputs) == {"features": {"n": 3, "scaled": False}}
-    assert json.loads(rows["scale_in_place"]) == {"n": 30, "scaled": True}
+    steps = {r["step_id"]: r for r in rows(db, "SELECT * FROM step_runs")}
+    assert json.loads(steps["make_features"]["output_preview"]) == {"n": 3, "scaled": False}
+    assert json.loads(steps["scale_in_place"]["input_preview"]) == {"features": {"n": 3, "scaled": False}}
+    assert json.loads(steps["scale_in_place"]["output_preview"]) == {"n": 30, "scaled": True}
