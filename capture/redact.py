@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import types
 import typing
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
@@ -95,6 +96,49 @@ def preview(value: Any, max_bytes: int) -> str:
     if _may_hold_secret(text) and SECRET_KEY.search(text) is not None:
         return _redacted_preview(value, max_bytes)
     return text
+
+
+def preview_fields(names: tuple[str, ...], values: Collection[Any], max_bytes: int) -> str:
+    """`preview(dict(zip(names, values)))`, for names that are the same at every call.
+
+    A step's parameter names and a pipeline's output keys are fixed, so whether one
+    of them looks like a secret is decided once per tuple of names; when every value
+    is a scalar, nothing else could be redacted, and the JSON object comes straight
+    from a Struct made for those names, with no dict built and no text scanned. Any
+    other case (a secret-looking name, a container value, a preview to cut) takes
+    `preview()`'s path and gets the same text it would.
+    """
+    shape = _FIELD_SHAPES.get(names)
+    if shape is None:
+        shape = _field_shape(names)
+    if shape is not False and len(values) == len(names):
+        for value in values:
+            if type(value) not in _SCALARS:
+                break
+        else:
+            try:
+                data = _encode(shape(*values))
+            except (TypeError, ValueError, OverflowError):
+                data = None  # an int beyond 64 bits: preview() describes it
+            if data is not None and len(data) <= max_bytes:
+                return data.decode()
+    # strict=False: previews never raise; callers pass one value per name.
+    return preview(dict(zip(names, values, strict=False)), max_bytes)
+
+
+# Per tuple of names: a Struct type whose JSON is the object of those names, or False
+# when a name looks like a secret (those always take preview()'s path).
+_FIELD_SHAPES: dict[tuple[str, ...], Any] = {}
+
+
+def _field_shape(names: tuple[str, ...]) -> Any:
+    shape: Any = False
+    if len(set(names)) == len(names) and not any(SECRET_KEY.search(name) for name in names):
+        fields = [f"f{i}" for i in range(len(names))]  # any str is a JSON key, not every str a field
+        shape = msgspec.defstruct("Fields", fields, rename=dict(zip(fields, names, strict=True)), gc=False)
+    if len(_FIELD_SHAPES) < _MAX_SHAPES:
+        _FIELD_SHAPES[names] = shape
+    return shape
 
 
 # Types whose JSON cannot hold a secret-looking key (True: Structs of scalar fields

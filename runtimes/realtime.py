@@ -21,7 +21,7 @@ from capture.breaker import CircuitBreaker
 from capture.loopmetrics import LoopHistogram
 from capture.publisher import Publisher
 from capture.records import CodeRecord, RunRecord, StepCode, StepRecord
-from capture.redact import preview
+from capture.redact import preview, preview_fields
 from capture.sinks import Sink, sink_from_url
 from runtimes import logcapture
 from runtimes.base import RuntimeOptions, register_runtime
@@ -65,12 +65,14 @@ class _PipelineCapture:
         "max_bytes",
         "metadata",
         "metrics",
+        "output_keys",
         "pipeline",
         "version",
     )
 
     def __init__(self, pipeline: Pipeline, capture: Capture, version: str, options: RuntimeOptions) -> None:
         self.pipeline = pipeline.name
+        self.output_keys = tuple(o.key for o in pipeline.outputs)
         self.version = version
         self.deployment = options.deployment_name
         self.max_bytes = options.capture_max_bytes
@@ -103,7 +105,11 @@ class _RunCapture:
         if not state.metadata:
             return None
         # By parameter name, so redaction sees `password` and the like.
-        return preview(node.step.named_inputs(args, kwargs), state.max_bytes)
+        step = node.step
+        names = step.positional_names
+        if not kwargs and len(args) == len(names):
+            return preview_fields(names, args, state.max_bytes)
+        return preview(step.named_inputs(args, kwargs), state.max_bytes)
 
     def step_finished(
         self,
@@ -263,8 +269,8 @@ class RealtimeRuntime:
         params_preview = output_preview = None
         if state.metadata:
             params_preview = preview(parameters, state.max_bytes)
-            if outputs is not None:
-                output_preview = preview(outputs, state.max_bytes)
+            if outputs is not None:  # keyed as the pipeline's outputs, in their order
+                output_preview = preview_fields(state.output_keys, outputs.values(), state.max_bytes)
         record = RunRecord(
             run_id, run_name, state.pipeline, state.version, status, started_at, finished_at, duration,
             params_preview, output_preview, error, state.deployment, tuple(steps),

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from capture.records import Artifact, CodeRecord, LogLine, RunRecord, StepCode, StepRecord
-from capture.redact import REDACTED, TRUNCATED, preview
+from capture.redact import REDACTED, TRUNCATED, preview, preview_fields
 from capture.sinks import CaptureURLError, JsonLinesSink, SchemaError, SQLiteSink, sink_from_url
 from runtimes.visualize import Visualization, visualize
 
@@ -97,6 +97,45 @@ def test_sqlite_sink_writes_batches_of_any_size(tmp_path: Path, size: int) -> No
     finally:
         sink.close()
     assert run_ids(db) == sorted([f"r{i:05d}" for i in range(size)] + ["last"])
+
+
+def test_sqlite_sink_stores_none_as_null_and_every_text_as_itself(tmp_path: Path) -> None:
+    """None is bound as 0 and turned back into NULL by the statement (binding None is
+    slow in the sqlite3 module): no text, not even "0" or "", may become NULL."""
+    db = tmp_path / "runs.db"
+    empty = msgspec.structs.replace(run_record("none"), parameters=None, steps=[])
+    texts = [
+        msgspec.structs.replace(
+            run_record(f"text{i}"), parameters=t, output_preview=t, error=t, deployment=t, steps=[]
+        )
+        for i, t in enumerate(["0", "", "0.0", "NULL"])
+    ]
+    code = CodeRecord(
+        pipeline="p",
+        pipeline_version="v2",
+        steps=[
+            StepCode(step_name="a", source=None, docstring=None),
+            StepCode(step_name="b", source="0", docstring=""),
+        ],
+    )
+    sink = SQLiteSink(db)
+    sink.open()
+    try:
+        sink.write([empty, *texts, code])
+    finally:
+        sink.close()
+    columns = "parameters, output_preview, error, deployment"
+    with sqlite3.connect(db) as conn:
+        rows = dict((r[0], r[1:]) for r in conn.execute(f"SELECT run_id, {columns} FROM runs"))
+        types = {r[0] for r in conn.execute("SELECT typeof(error) FROM runs WHERE run_id LIKE 'text%'")}
+        code_rows = conn.execute(
+            "SELECT step_name, source, docstring FROM code ORDER BY step_name"
+        ).fetchall()
+    assert rows["none"] == (None, None, None, None)
+    for i, t in enumerate(["0", "", "0.0", "NULL"]):
+        assert rows[f"text{i}"] == (t, t, t, t)
+    assert types == {"text"}
+    assert code_rows == [("a", None, None), ("b", "0", "")]
 
 
 def test_sqlite_sink_keeps_steps_in_the_run_row_and_artifacts_apart(tmp_path: Path) -> None:
@@ -386,6 +425,31 @@ def test_preview_of_scalars_never_redacts_and_big_ints_are_described() -> None:
 def test_preview_redacts_a_cut_value_that_holds_a_secret() -> None:
     text = preview({"filler": "x" * 50, "password": "hunter2"}, 30)
     assert "hunter2" not in text and text.endswith(TRUNCATED)
+
+
+@pytest.mark.parametrize(
+    ("names", "values"),
+    [
+        (("name",), ["World"]),
+        (("a", "b", "c", "d", "e"), [1, 2.5, True, None, "x"]),
+        (("password",), ["hunter2"]),  # a secret-looking name
+        (("user", "api_key"), ["ada", "k-123"]),
+        (("config",), [{"token": "t", "depth": {"password": "p"}}]),  # a container value
+        (("items",), [[1, 2, {"secret": 3}]]),
+        (("big",), [2**80]),  # beyond 64 bits: described, not encoded
+        (("text",), ["é" * 100]),  # cut at max_bytes
+        (("a-b", "class", "ключ", ""), [1, 2, 3, 4]),  # keys that are not identifiers
+        (("note",), ["my password is hunter2"]),  # a secret in a value, not a key
+        (("nan",), [float("nan")]),
+    ],
+)
+def test_preview_fields_is_preview_of_the_dict(names: tuple[str, ...], values: list[object]) -> None:
+    """The fast path for fixed names must give exactly what preview() gives."""
+    for max_bytes in (16, 4096):
+        assert preview_fields(names, values, max_bytes) == preview(
+            dict(zip(names, values, strict=True)), max_bytes
+        )
+        assert preview_fields(names, values, max_bytes) == preview_fields(names, values, max_bytes)  # cached
 
 
 def test_preview_truncates_by_bytes_without_breaking_characters() -> None:
