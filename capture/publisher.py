@@ -104,8 +104,12 @@ class Publisher:
     async def _flush_once(self) -> None:
         if not self._queue:
             return
-        size = min(self.batch_size, len(self._queue))
-        batch = [self._queue.popleft() for _ in range(size)]
+        queue = self._queue
+        if len(queue) <= self.batch_size:  # the usual case: take everything, in C
+            batch = list(queue)
+            queue.clear()
+        else:
+            batch = [queue.popleft() for _ in range(self.batch_size)]
         await self._write(batch)
 
     async def _write(self, batch: list[Record]) -> None:
