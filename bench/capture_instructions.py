@@ -40,6 +40,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
 
@@ -115,8 +117,6 @@ def _count_daemon(server: str, runtime_name: str, spec: str, requests: int) -> i
 
 async def _send(url: str, requests: int) -> None:
     """Wait for the daemon, then send `requests` POSTs over DAEMON_CONNECTIONS connections."""
-    import httpx
-
     limits = httpx.Limits(max_connections=DAEMON_CONNECTIONS)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
         for _ in range(1200):  # a daemon under callgrind takes 10-30 s to start
@@ -148,22 +148,22 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default="examples/hello.py:hello")
-    parser.add_argument("--n1", type=int, default=1000)
-    parser.add_argument("--n2", type=int, default=3000)
+    parser.add_argument("--n1", type=int, help="runs (requests with --daemon); default 1000 (500)")
+    parser.add_argument("--n2", type=int, help="runs (requests with --daemon); default 3000 (2500)")
     parser.add_argument("--runtimes", default="memory,realtime")
     parser.add_argument(
         "--daemon",
         choices=["hypercorn", "uvicorn"],
-        help="count the whole daemon on this server, over HTTP (N1/N2 are then requests; "
-        "defaults 500 and 2500)",
+        help="count the whole daemon on this server, over HTTP",
     )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("Error: valgrind not found on PATH", file=sys.stderr)
         return 1
-    n1, n2 = args.n1, args.n2
-    if args.daemon and "--n1" not in sys.argv and "--n2" not in sys.argv:
-        n1, n2 = 500, 2500
+    n1 = args.n1 if args.n1 is not None else (500 if args.daemon else 1000)
+    n2 = args.n2 if args.n2 is not None else (2500 if args.daemon else 3000)
+    if not 0 < n1 < n2:
+        parser.error(f"expected 0 < --n1 < --n2, got {n1} and {n2}")
     unit = "request" if args.daemon else "run"
     where = f"{args.pipeline}, the whole daemon on {args.daemon}" if args.daemon else args.pipeline
     per_run = {}

@@ -864,9 +864,10 @@ def _capture_summary(realtime: TargetResult, memory: TargetResult | None) -> dic
     }
     # The median of the paired runs when there are any: one long run per side is at the
     # mercy of whatever else the host runs meanwhile (see run_pairs).
-    ratio = out["realtime_memory_pair_median"] or out["realtime_memory_ratio_32"]
+    median = out["realtime_memory_pair_median"]
+    ratio = median if median is not None else out["realtime_memory_ratio_32"]
     dropped = out["capture_dropped_32"]
-    basis = "median of pairs" if out["realtime_memory_pair_median"] else "one run each"
+    basis = "median of pairs" if median is not None else "one run each"
     out["realtime_checks"] = {
         f"realtime/memory req/s @32 >= {REALTIME_RATIO_TARGET} ({basis})": (
             None if ratio is None else ratio >= REALTIME_RATIO_TARGET

@@ -98,7 +98,7 @@ def preview(value: Any, max_bytes: int) -> str:
     return text
 
 
-def preview_fields(names: tuple[str, ...], values: Collection[Any], max_bytes: int) -> str:
+def preview_fields(names: tuple[Any, ...], values: Collection[Any], max_bytes: int) -> str:
     """`preview(dict(zip(names, values)))`, for names that are the same at every call.
 
     A step's parameter names and a pipeline's output keys are fixed, so whether one
@@ -128,12 +128,16 @@ def preview_fields(names: tuple[str, ...], values: Collection[Any], max_bytes: i
 
 # Per tuple of names: a Struct type whose JSON is the object of those names, or False
 # when a name looks like a secret (those always take preview()'s path).
-_FIELD_SHAPES: dict[tuple[str, ...], Any] = {}
+_FIELD_SHAPES: dict[tuple[Any, ...], Any] = {}
 
 
-def _field_shape(names: tuple[str, ...]) -> Any:
+def _field_shape(names: tuple[Any, ...]) -> Any:
     shape: Any = False
-    if len(set(names)) == len(names) and not any(SECRET_KEY.search(name) for name in names):
+    if (
+        all(type(name) is str for name in names)
+        and len(set(names)) == len(names)
+        and not any(SECRET_KEY.search(name) for name in names)
+    ):
         fields = [f"f{i}" for i in range(len(names))]  # any str is a JSON key, not every str a field
         shape = msgspec.defstruct("Fields", fields, rename=dict(zip(fields, names, strict=True)), gc=False)
     if len(_FIELD_SHAPES) < _MAX_SHAPES:

@@ -65,14 +65,12 @@ class _PipelineCapture:
         "max_bytes",
         "metadata",
         "metrics",
-        "output_keys",
         "pipeline",
         "version",
     )
 
     def __init__(self, pipeline: Pipeline, capture: Capture, version: str, options: RuntimeOptions) -> None:
         self.pipeline = pipeline.name
-        self.output_keys = tuple(o.key for o in pipeline.outputs)
         self.version = version
         self.deployment = options.deployment_name
         self.max_bytes = options.capture_max_bytes
@@ -269,8 +267,8 @@ class RealtimeRuntime:
         params_preview = output_preview = None
         if state.metadata:
             params_preview = preview(parameters, state.max_bytes)
-            if outputs is not None:  # keyed as the pipeline's outputs, in their order
-                output_preview = preview_fields(state.output_keys, outputs.values(), state.max_bytes)
+            if outputs is not None:  # the keys are the pipeline's outputs: the same every run
+                output_preview = preview_fields(tuple(outputs), outputs.values(), state.max_bytes)
         record = RunRecord(
             run_id, run_name, state.pipeline, state.version, status, started_at, finished_at, duration,
             params_preview, output_preview, error, state.deployment, tuple(steps),

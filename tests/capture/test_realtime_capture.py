@@ -95,6 +95,13 @@ async def test_capture_options_never_change_outputs(
     if options["metadata"]:
         assert json.loads(run["parameters"])["n"] == 5
         assert json.loads(run["output_preview"])["numbers"] == [0, 1, 2, 3, 4]
+        # Every output under its own key, scalars and containers mixed (summary holds
+        # redacted secrets, so only its key is compared).
+        outputs = json.loads(run["output_preview"])
+        assert result.outputs is not None and list(outputs) == list(result.outputs)
+        assert {k: outputs[k] for k in ("numbers", "word", "square")} == {
+            k: result.outputs[k] for k in ("numbers", "word", "square")
+        }
         assert all(s["input_preview"] is not None and s["output_preview"] is not None for s in steps)
     else:
         assert run["parameters"] is None

@@ -441,9 +441,11 @@ def test_preview_redacts_a_cut_value_that_holds_a_secret() -> None:
         (("a-b", "class", "ключ", ""), [1, 2, 3, 4]),  # keys that are not identifiers
         (("note",), ["my password is hunter2"]),  # a secret in a value, not a key
         (("nan",), [float("nan")]),
+        ((0, "a"), [1, 2]),  # a name that is not a str (an extra positional's index)
+        (("a", "a"), [1, 2]),  # repeated names: the dict keeps the last
     ],
 )
-def test_preview_fields_is_preview_of_the_dict(names: tuple[str, ...], values: list[object]) -> None:
+def test_preview_fields_is_preview_of_the_dict(names: tuple[object, ...], values: list[object]) -> None:
     """The fast path for fixed names must give exactly what preview() gives."""
     for max_bytes in (16, 4096):
         assert preview_fields(names, values, max_bytes) == preview(
