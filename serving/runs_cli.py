@@ -97,16 +97,21 @@ def list_runs(args: argparse.Namespace, settings: Settings, console: Console) ->
 
 
 def show_run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    # What `runs list` shows is the id's last 12 digits after an ellipsis; take it as pasted.
+    wanted = args.run_id.strip().lstrip("…").strip().lower()
+    if not wanted:
+        raise RunsError("give a run id, or any unique part of one (`serving runs list` shows them)")
     with _connect(_db_path(settings, args.db)) as conn:
-        # Ids are time-ordered (their first 12 digits are the time), so any unique part
-        # of one will do; `runs list` shows their last 12 digits.
-        runs = conn.execute(
-            "SELECT * FROM runs WHERE instr(run_id, ?) > 0", (args.run_id.strip().lower(),)
-        ).fetchall()
+        # A whole id is found through the primary key; a part of one (any part: the
+        # first 12 digits are the time, the last 20 random) needs a scan of the ids.
+        runs = conn.execute("SELECT * FROM runs WHERE run_id = ?", (wanted,)).fetchall()
+        if not runs:
+            runs = conn.execute("SELECT * FROM runs WHERE instr(run_id, ?) > 0 LIMIT 6", (wanted,)).fetchall()
         if not runs:
             raise RunsError(f"no run with id {args.run_id!r}")
         if len(runs) > 1:
-            raise RunsError(f"{args.run_id!r} matches {len(runs)} runs; give more of the id")
+            some = ", ".join(r["run_id"] for r in runs[:5]) + (", ..." if len(runs) > 5 else "")
+            raise RunsError(f"{args.run_id!r} matches more than one run ({some}); give more of the id")
         run = runs[0]
         steps = conn.execute(
             "SELECT * FROM step_runs WHERE run_id = ? ORDER BY started_at", (run["run_id"],)
@@ -157,11 +162,22 @@ def show_run(args: argparse.Namespace, settings: Settings, console: Console) -> 
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: SQLite reads LIMIT -1 as no limit at all, so 0 and below are refused."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_parser(sub: Any) -> None:
     runs = sub.add_parser("runs", help="inspect captured runs (the SQLite capture store)")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     ls = runs_sub.add_parser("list", help="recent runs, newest first")
-    ls.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    ls.add_argument("--limit", type=_positive_int, default=20, help="how many (default 20)")
     ls.add_argument("--status", choices=["completed", "failed", "timed_out", "canceled"])
     ls.add_argument("--pipeline", help="only this pipeline")
     ls.add_argument("--db", help="capture store (default: SERVING_CAPTURE_URL or $SERVING_HOME/runs.db)")

@@ -128,10 +128,47 @@ def test_runs_show_unknown_id(store: Store) -> None:
     assert result.stderr.splitlines() == ["serving: error: no run with id 'zzzz'"]
 
 
-def test_runs_show_ambiguous_prefix(store: Store) -> None:
-    result = cli("runs", "show", "", home=store.home)
+def test_runs_show_ambiguous_part(store: Store) -> None:
+    every = store.completed + store.failed
+    shared = every[0]  # time-ordered ids made seconds apart share their first digits
+    while not all(rid.startswith(shared) for rid in every):
+        shared = shared[:-1]
+    assert shared
+    result = cli("runs", "show", shared, home=store.home)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == ["serving: error: '' matches 5 runs; give more of the id"]
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"serving: error: {shared!r} matches more than one run (")
+    assert line.endswith("give more of the id")
+    assert sum(rid in line for rid in every) == 5
+
+
+def test_runs_show_whole_id_and_pasted_ellipsis(store: Store) -> None:
+    run_id = store.completed[0]
+    whole = cli("runs", "show", run_id.upper(), home=store.home)
+    assert whole.returncode == 0, whole.stderr
+    assert run_id in whole.stdout
+    pasted = cli("runs", "show", "…" + run_id[-12:], home=store.home)  # as `runs list` prints it
+    assert pasted.returncode == 0, pasted.stderr
+    assert run_id in pasted.stdout
+
+
+@pytest.mark.parametrize("given", ["", "  ", "…"])
+def test_runs_show_needs_an_id(store: Store, given: str) -> None:
+    result = cli("runs", "show", given, home=store.home)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "serving: error: give a run id, or any unique part of one (`serving runs list` shows them)"
+    ]
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "ten"])
+def test_runs_list_refuses_a_bad_limit(store: Store, limit: str) -> None:
+    result = cli("runs", "list", "--limit", limit, home=store.home)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "--limit" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_missing_store(tmp_path: Path) -> None:
