@@ -14,6 +14,7 @@ from deploy_helpers import Home, wait_dead, write_answer
 
 import serving
 from serving.client import AsyncServingClient, ServingClient
+from serving.deployers import DeployError
 from serving.deployers.local import pid_alive
 from serving.registry import RegistryError
 
@@ -30,14 +31,22 @@ def import_file(path: Path, name: str) -> ModuleType:
 @pytest.fixture(scope="module")
 def module(module_home: Home) -> Iterator[ModuleType]:
     """The pipeline module, imported from a file of the test's own; sys.path and
-    sys.modules are restored afterwards (the loader adds to both)."""
+    sys.modules are restored afterwards (the loader adds to both).
+
+    Only modules loaded from the test's own folder are forgotten: serving's modules
+    imported for the first time meanwhile must stay, or a Struct of theirs can no
+    longer resolve its annotations (`Settings`: NameError 'Port' in a later test).
+    """
     saved_path, saved_modules = list(sys.path), set(sys.modules)
+    folder = module_home.cwd.resolve()
     try:
         yield import_file(write_answer(module_home.cwd / "sdk_answer.py", "sdk"), "deploy_tests_sdk_answer")
     finally:
         sys.path[:] = saved_path
         for name in set(sys.modules) - saved_modules:
-            del sys.modules[name]
+            origin = getattr(sys.modules[name], "__file__", None)
+            if origin is not None and Path(origin).resolve().is_relative_to(folder):
+                del sys.modules[name]
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +105,10 @@ def test_logs(deployment: serving.Deployment) -> None:
     lines = deployment.logs()
     assert any('"/invoke"' in line for line in lines)
     assert deployment.logs(tail=2) == lines[-2:]
+    assert deployment.logs(tail=0) == []
+    assert deployment.logs(tail=len(lines) + 50)[: len(lines)] == lines
+    with pytest.raises(DeployError, match="tail must be 0 or more, got -1"):
+        deployment.logs(tail=-1)
 
 
 def test_client_and_invoke_deployment_read_serving_home(
