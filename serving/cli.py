@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -16,6 +17,22 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 def _fail(message: str, status: int) -> int:
     print(f"serving: error: {message}", file=sys.stderr)
     return status
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for counts: a bad one is a usage error naming the option, where
+    a bare `int` would let SQLite's LIMIT -1 (no limit) or a negative slice through."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def serve(overrides: dict[str, Any] | None = None) -> int:

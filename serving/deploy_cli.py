@@ -18,6 +18,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from serving.cli import int_at_least
 from serving.client import ServingError
 from serving.deployers import DeployError
 from serving.deployments import Deployments
@@ -387,7 +388,7 @@ def add_parsers(sub: Any) -> None:
     logs = dep_sub.add_parser("logs", help="the daemon's log")
     logs.add_argument("name")
     logs.add_argument("-f", "--follow", action="store_true")
-    logs.add_argument("--tail", type=int, help="only the last N lines")
+    logs.add_argument("--tail", type=int_at_least(0), help="only the last N lines (0: none, with --follow)")
     logs.set_defaults(handler=cmd_logs)
     for verb, helptext, fn in (
         ("deprovision", "stop it (SIGTERM, then SIGKILL after the graceful timeout)", cmd_deprovision),

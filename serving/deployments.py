@@ -159,6 +159,12 @@ class Deployments:
         self.registry.delete_deployment(dep.id)
 
     def logs(self, name_or_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        """The deployment's log lines: all, or the last `tail` (0: none, for `follow`).
+
+        Raises DeployError for a negative `tail`, which would otherwise slice from the front.
+        """
+        if tail is not None and tail < 0:
+            raise DeployError(f"tail must be 0 or more, got {tail}")
         dep = self.registry.get_deployment(name_or_id)
         return get_deployer(dep.flavor, self.home).logs(dep, tail=tail, follow=follow)
 

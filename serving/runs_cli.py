@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from serving.cli import int_at_least
 from serving.settings import Settings
 
 
@@ -162,22 +163,11 @@ def show_run(args: argparse.Namespace, settings: Settings, console: Console) -> 
     return 0
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: SQLite reads LIMIT -1 as no limit at all, so 0 and below are refused."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_parser(sub: Any) -> None:
     runs = sub.add_parser("runs", help="inspect captured runs (the SQLite capture store)")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     ls = runs_sub.add_parser("list", help="recent runs, newest first")
-    ls.add_argument("--limit", type=_positive_int, default=20, help="how many (default 20)")
+    ls.add_argument("--limit", type=int_at_least(1), default=20, help="how many (default 20)")
     ls.add_argument("--status", choices=["completed", "failed", "timed_out", "canceled"])
     ls.add_argument("--pipeline", help="only this pipeline")
     ls.add_argument("--db", help="capture store (default: SERVING_CAPTURE_URL or $SERVING_HOME/runs.db)")

@@ -190,7 +190,7 @@ class LocalDeployer:
             raise DeployError(f"no log file for deployment {deployment.name!r} at {path}")
         with open(path, errors="replace") as f:
             lines = f.readlines()
-            for line in lines[-tail:] if tail else lines:
+            for line in lines if tail is None else lines[max(len(lines) - tail, 0) :]:
                 yield line.rstrip("\n")
             while follow:
                 line = f.readline()

@@ -181,3 +181,19 @@ def test_invoke_stream_prints_events_then_outputs(fleet: Home) -> None:
     assert types[0] == "run_started" and types[-1] == "run_completed"
     assert "step_started" in types and "step_completed" in types
     assert json.loads("\n".join(tail)) == {"loud": "FLOW!"}
+
+
+@pytest.mark.parametrize("tail", ["-1", "five"])
+def test_logs_refuses_a_bad_tail(fleet: Home, tail: str) -> None:
+    result = fleet.cli("deployment", "logs", "alpha", "--tail", tail)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[-1].startswith("serving deployment logs: error: argument --tail: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_logs_tail_zero_and_beyond_the_file(fleet: Home) -> None:
+    every = ok(fleet.cli("deployment", "logs", "alpha")).splitlines()
+    assert every
+    assert ok(fleet.cli("deployment", "logs", "alpha", "--tail", "0")) == ""
+    more = ok(fleet.cli("deployment", "logs", "alpha", "--tail", str(len(every) + 50))).splitlines()
+    assert more[: len(every)] == every  # the whole file, not a slice wrapped from the end
