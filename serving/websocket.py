@@ -83,8 +83,8 @@ class StreamSocket:
         except WebSocketDisconnect:
             pass
         finally:
-            for task in self._forwarders.values():
-                task.cancel()
+            for task in list(self._forwarders.values()):
+                task.cancel("socket closed")
 
     async def handle(self, raw: str | bytes) -> None:
         try:
@@ -140,21 +140,31 @@ class StreamSocket:
             return
         previous = self._forwarders.pop(job_id, None)
         if previous is not None:
-            previous.cancel()
+            previous.cancel("re-subscribed")
         prefix = b'{"type":"event","job_id":' + _encoder.encode(job_id) + b',"event":'
 
         async def forward() -> None:
+            reason = "ended"
             try:
                 async for entry in entries:
                     await self.send(prefix + entry.data + b"}")
                 job = await self.manager.get(job_id)
                 await self.send({"type": "end", "job_id": job_id, "job": job})
             except (WebSocketDisconnect, RuntimeError, JobNotFound):
-                pass  # the client left, or the job expired meanwhile
+                reason = "gone"  # the client left, or the job expired meanwhile
+            except asyncio.CancelledError as exc:
+                reason = str(exc.args[0]) if exc.args else "canceled"
+                raise
             except Exception:
+                reason = "failed"
                 log.exception("websocket_forward_failed", job_id=job_id)
             finally:
-                self._forwarders.pop(job_id, None)
+                # A re-subscription replaces this task in the dict before its cancellation
+                # lands here: removing the entry blindly would drop the replacement, which
+                # the socket's close would then never cancel.
+                if self._forwarders.get(job_id) is asyncio.current_task():
+                    del self._forwarders[job_id]
+                log.debug("websocket_forward_stopped", job_id=job_id, reason=reason)
 
         self._forwarders[job_id] = asyncio.create_task(forward(), name=f"ws:{job_id}")
 

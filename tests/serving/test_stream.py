@@ -484,3 +484,35 @@ def test_ws_requires_the_bearer_token(daemon: Any, gates: Any, server: str) -> N
         assert accepted["type"] == "accepted"
         _, end = ws.until_end(accepted["job_id"])
         assert end["job"]["status"] == "completed"
+
+
+def test_ws_resubscribing_then_closing_stops_every_forwarder(daemon: Any, gates: Any) -> None:
+    """Regression: the forwarder replaced by a re-subscription removed its successor from
+    the socket's table on its way out, so closing the socket left the successor running
+    until the job ended. The job here stays blocked, so only the close can stop it."""
+    d = daemon(GATED, log_level="debug", access_log="false")
+    gate = gates("ws-resub")
+    with connect(ws_url(d), open_timeout=GUARD, close_timeout=GUARD) as conn:
+        ws = Socket(conn)
+        ws.send({"type": "invoke", "parameters": gate.params()})
+        job_id = ws.recv()["job_id"]
+        while ws.recv()["event"]["seq"] != WAITING:
+            pass  # the job now waits for its gate
+        ws.send({"type": "subscribe", "job_id": job_id})
+        while ws.recv()["event"]["seq"] != WAITING:
+            pass  # the replay proves the second forwarder runs
+
+    def stopped(reason: str) -> Any:
+        def match(event: dict[str, Any]) -> bool:
+            return (
+                event.get("event") == "websocket_forward_stopped"
+                and event.get("job_id") == job_id
+                and event.get("reason") == reason
+            )
+
+        return match
+
+    d.wait_for_log(stopped("re-subscribed"), timeout=GUARD)
+    d.wait_for_log(stopped("socket closed"), timeout=GUARD)
+    with httpx.Client(timeout=GUARD) as c:  # the run itself is untouched by the socket's close
+        assert get_job(c, d, job_id)["status"] == "running"
