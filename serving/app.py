@@ -27,11 +27,11 @@ from jobs import InvocationMetadata, JobManager, JobSettings
 from runtimes import Pipeline, Runtime
 from serving.invoke import InvokeEndpoint
 from serving.jobs_api import JobsAPI
-from serving.logs import AccessLog, request_id_var
+from serving.logs import AccessLog
 from serving.metrics import HttpMetrics, metrics_endpoint, register_jobs_collector
 from serving.middleware import AuthMiddleware, RequestContextMiddleware
 from serving.openapi import build_openapi, docs_page, swagger_ui_path
-from serving.problems import problem_response
+from serving.responses import json_response, problem_response
 from serving.settings import Settings
 from serving.websocket import websocket_endpoint
 
@@ -68,10 +68,6 @@ class AppState:
     @property
     def uptime(self) -> float:
         return time.time() - self.started_at
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(_encoder.encode(data), status, media_type="application/json")
 
 
 def pipeline_info(
@@ -173,7 +169,7 @@ def create_app(
     openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
 
     async def health(request: Request) -> Response:
-        return _json(
+        return json_response(
             {
                 "status": "draining" if state.draining else "healthy",
                 "uptime_seconds": round(state.uptime, 3),
@@ -182,20 +178,20 @@ def create_app(
         )
 
     async def livez(request: Request) -> Response:
-        return _json({"status": "alive"})
+        return json_response({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
         if state.draining:
-            return problem_response(503, "draining: shutting down", request_id=request_id_var.get())
+            return problem_response(503, "draining: shutting down")
         if not state.ready:
-            return problem_response(503, "starting: not ready yet", request_id=request_id_var.get())
-        return _json({"status": "ready"})
+            return problem_response(503, "starting: not ready yet")
+        return json_response({"status": "ready"})
 
     async def info_endpoint(request: Request) -> Response:
-        return _json(info)
+        return json_response(info)
 
     async def status(request: Request) -> Response:
-        return _json(
+        return json_response(
             {
                 "pipeline": pipeline.name,
                 "runtime": runtime.name,
@@ -214,11 +210,11 @@ def create_app(
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         detail = exc.detail if exc.status_code != 404 else f"no route for {request.url.path}"
-        return problem_response(exc.status_code, detail, request_id=request_id_var.get(), headers=exc.headers)
+        return problem_response(exc.status_code, detail, headers=exc.headers)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         # Starlette logs nothing here and re-raises; RequestContextMiddleware logs it.
-        return problem_response(500, "internal error; see the server log", request_id=request_id_var.get())
+        return problem_response(500, "internal error; see the server log")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -22,9 +22,9 @@ from jobs import IdempotencyConflict, InvocationMetadata, InvocationResponse, Jo
 from runtimes import Pipeline, RunResult, RunStatus
 from runtimes.errors import ParameterError
 from runtimes.pipeline import split_validation_error
-from serving.jobs_api import job_links, json_response
-from serving.logs import request_id_var
-from serving.problems import RUN_FAILED, FieldError, invoke_problem_response
+from serving.jobs_api import job_links
+from serving.problems import RUN_FAILED, FieldError
+from serving.responses import json_response, problem_response
 from serving.settings import Settings
 
 log = structlog.get_logger("serving.invoke")
@@ -384,7 +384,7 @@ class InvokeEndpoint:
         )
 
     def _fail(self, status: int, detail: str, **kw: Any) -> Response:
-        return invoke_problem_response(status, detail, request_id=request_id_var.get(), **kw)
+        return problem_response(status, detail, invoke=True, **kw)
 
     def explain(self, body: bytes) -> list[FieldError]:
         """List every bad field of a body that failed validation (slow path only)."""

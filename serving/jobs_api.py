@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import msgspec
@@ -12,11 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobs import Job, JobFinished, JobManager, JobNotFinished, JobNotFound, JobStatus
-from serving.logs import request_id_var
-from serving.problems import FieldError, problem_response
+from serving.problems import FieldError
+from serving.responses import json_response, problem_response
 from serving.settings import Settings
 
-_encoder = msgspec.json.Encoder()
 MAX_PAGE = 1000
 
 
@@ -49,14 +47,6 @@ def job_links(job: Job) -> JobSummary:
     )
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_encoder.encode(data), status, headers=headers, media_type="application/json")
-
-
-def _problem(status: int, detail: str, **kw: Any) -> Response:
-    return problem_response(status, detail, request_id=request_id_var.get(), **kw)
-
-
 class JobsAPI:
     def __init__(self, manager: JobManager, settings: Settings, shutdown: anyio.Event) -> None:
         self.manager = manager
@@ -84,7 +74,7 @@ class JobsAPI:
         if cursor is not None and small_uint(cursor) is None:
             errors.append(FieldError("query.cursor", "not a cursor returned by this endpoint"))
         if errors:
-            return _problem(422, "invalid query parameters", errors=errors)
+            return problem_response(422, "invalid query parameters", errors=errors)
         jobs, next_cursor = await self.manager.list(status, limit, cursor)
         return json_response({"jobs": jobs, "next_cursor": next_cursor})
 
@@ -100,14 +90,14 @@ class JobsAPI:
                     if not wait >= 0:
                         raise ValueError
                 except ValueError:
-                    return _problem(
+                    return problem_response(
                         422,
                         "invalid query parameters",
                         errors=[FieldError("query.wait", "expected a number of seconds >= 0")],
                     )
                 job = await self.manager.wait(job_id, min(wait, self.settings.max_wait))
         except JobNotFound as exc:
-            return _problem(404, str(exc))
+            return problem_response(404, str(exc))
         return json_response(job)
 
     async def cancel_job(self, request: Request) -> Response:
@@ -115,9 +105,9 @@ class JobsAPI:
         try:
             job = await self.manager.cancel(job_id, "canceled by request")
         except JobNotFound as exc:
-            return _problem(404, str(exc))
+            return problem_response(404, str(exc))
         except JobFinished as exc:
-            return _problem(409, str(exc))
+            return problem_response(409, str(exc))
         # 200: it is canceled now; 202: cancellation was requested and is under way.
         return json_response(job, 200 if job.status.finished else 202)
 
@@ -126,9 +116,9 @@ class JobsAPI:
         try:
             await self.manager.delete(job_id)
         except JobNotFound as exc:
-            return _problem(404, str(exc))
+            return problem_response(404, str(exc))
         except JobNotFinished as exc:
-            return _problem(409, str(exc))
+            return problem_response(409, str(exc))
         return Response(status_code=204)
 
     async def stream(self, request: Request) -> Response:
@@ -141,7 +131,7 @@ class JobsAPI:
         raw = request.headers.get("last-event-id") or request.query_params.get("after_seq") or "0"
         after = small_uint(raw)
         if after is None:
-            return _problem(
+            return problem_response(
                 422,
                 "invalid resume point",
                 errors=[FieldError("Last-Event-ID", "expected the integer id of the last event received")],
@@ -149,7 +139,7 @@ class JobsAPI:
         try:
             entries = await self.manager.subscribe(job_id, after)
         except JobNotFound as exc:
-            return _problem(404, str(exc))
+            return problem_response(404, str(exc))
 
         async def events() -> AsyncIterator[ServerSentEvent]:
             async for entry in entries:

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Any
 
 import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtimes.executor import new_id
 from serving.logs import AccessLog, request_id_var
 from serving.metrics import HttpMetrics
-from serving.problems import PROBLEM_CONTENT_TYPE, problem_bytes
+from serving.problems import PROBLEM_CONTENT_TYPE
+from serving.responses import problem_bytes
 
-ASGIApp = Any
 log = structlog.get_logger("serving.http")
 
 _MAX_REQUEST_ID = 128
@@ -29,15 +29,14 @@ def _valid_request_id(value: str) -> bool:
 
 
 async def _send_problem(
-    send: Any,
+    send: Send,
     status: int,
     detail: str,
-    rid: str | None,
     extra: tuple[tuple[bytes, bytes], ...] = (),
     *,
     invoke: bool = False,
 ) -> None:
-    body = problem_bytes(status, detail, rid, invoke=invoke)
+    body = problem_bytes(status, detail, invoke=invoke)
     headers = [*_PROBLEM_HEADERS, (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -54,7 +53,7 @@ class RequestContextMiddleware:
         self.access_log = access_log
         self.metrics = metrics
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
@@ -71,7 +70,7 @@ class RequestContextMiddleware:
         state = [500, False]  # status, response started
         rid_header = (b"x-request-id", rid.encode())
 
-        async def send_with_id(message: dict[str, Any]) -> None:
+        async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state[0] = message["status"]
                 state[1] = True
@@ -92,7 +91,6 @@ class RequestContextMiddleware:
                     send,
                     500,
                     "internal error; see the server log",
-                    rid,
                     (rid_header,),
                     invoke=scope["path"] == "/invoke",
                 )
@@ -121,7 +119,7 @@ class AuthMiddleware:
         self.app = app
         self.expected = f"Bearer {key}".encode()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if (kind == "http" or kind == "websocket") and scope["path"] not in self.OPEN_PATHS:
             provided = b""
@@ -138,7 +136,6 @@ class AuthMiddleware:
                     send,
                     401,
                     detail,
-                    request_id_var.get(),
                     ((b"www-authenticate", b'Bearer realm="serving"'),),
                     invoke=scope["path"] == "/invoke",
                 )

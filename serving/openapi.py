@@ -13,10 +13,11 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from jobs import InvocationMetadata
 from runtimes import Pipeline
 from runtimes.pipeline import any_json_schema
-from serving.invoke import Timeout
-from serving.problems import FieldError, InvocationMetadata, InvokeProblem, Problem
+from serving.invoke import request_type
+from serving.problems import FieldError, InvokeProblem, Problem
 
 REF = "#/components/schemas/{name}"
 
@@ -61,18 +62,8 @@ def build_openapi(pipeline: Pipeline, version: str) -> dict[str, Any]:
         ],
         kw_only=True,
     )
-    request = msgspec.defstruct(
-        "InvokeRequest",
-        [
-            ("parameters", pipeline.input_type, msgspec.field(default_factory=pipeline.input_type)),
-            ("run_name", str | None, None),
-            ("timeout", Timeout | None, None),
-        ],
-        kw_only=True,
-        forbid_unknown_fields=True,
-    )
     (req_schema, resp_schema, *_), components = msgspec.json.schema_components(
-        [request, typed_response, Problem, InvokeProblem, FieldError],
+        [request_type(pipeline), typed_response, Problem, InvokeProblem, FieldError],
         ref_template=REF,
         schema_hook=any_json_schema,
     )

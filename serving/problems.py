@@ -2,14 +2,15 @@
 
 /invoke errors add the reference wire format's `success: false` and `error` to it, so
 a client of the reference keeps working and a generic client sees a standard problem.
+Responses carrying these bodies are built in `serving.responses`.
 """
 
 from __future__ import annotations
 
 import msgspec
-from starlette.responses import Response
 
 from jobs.records import InvocationMetadata
+from serving.logs import request_id_var
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -28,6 +29,8 @@ TITLES = {
     504: "Invocation timed out",
 }
 
+RUN_FAILED = "Pipeline failed"
+
 
 class FieldError(msgspec.Struct, frozen=True):
     """One bad field: `loc` is a dotted path such as `parameters.order.qty`."""
@@ -45,74 +48,44 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     request_id: str | None = None
 
 
-class InvokeProblem(msgspec.Struct, kw_only=True):
+class InvokeProblem(Problem, kw_only=True, omit_defaults=False):
     """An /invoke failure: the reference's fields plus the problem+json ones."""
+
+    # The docstring is the schema's description in /openapi.json. Every field is written,
+    # nulls included (omit_defaults=False): the reference's clients expect the same keys
+    # on failure as on success.
 
     success: bool = False
     outputs: None = None
     execution_time: float = 0.0
     metadata: InvocationMetadata | None = None
     error: str
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    errors: list[FieldError] | None = None
-    request_id: str | None = None
 
 
-_encoder = msgspec.json.Encoder()
-
-
-def problem_response(
+def problem(
     status: int,
     detail: str,
     *,
-    errors: list[FieldError] | None = None,
-    request_id: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    body = Problem(
-        title=TITLES.get(status, "Error"), status=status, detail=detail, errors=errors, request_id=request_id
-    )
-    return Response(_encoder.encode(body), status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
-
-
-RUN_FAILED = "Pipeline failed"
-
-
-def invoke_problem_response(
-    status: int,
-    detail: str,
-    *,
+    invoke: bool = False,
     title: str | None = None,
     errors: list[FieldError] | None = None,
     metadata: InvocationMetadata | None = None,
     execution_time: float = 0.0,
-    request_id: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    body = InvokeProblem(
-        error=detail,
-        title=title or TITLES.get(status, "Error"),
-        status=status,
-        detail=detail,
-        errors=errors,
-        metadata=metadata,
-        execution_time=execution_time,
-        request_id=request_id,
-    )
-    return Response(_encoder.encode(body), status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
-
-
-def problem_bytes(status: int, detail: str, request_id: str | None = None, *, invoke: bool = False) -> bytes:
-    """For raw ASGI middleware that answers before any endpoint runs; `invoke=True`
-    adds /invoke's `success: false` and `error` fields."""
-    title = TITLES.get(status, "Error")
+) -> Problem:
+    """The body for one failure, naming the request being answered (its id comes from
+    the request context the middleware set). `invoke=True` gives /invoke's shape;
+    `metadata` and `execution_time` exist only in that shape."""
+    title = title or TITLES.get(status, "Error")
+    request_id = request_id_var.get()
     if invoke:
-        body: msgspec.Struct = InvokeProblem(
-            error=detail, title=title, status=status, detail=detail, request_id=request_id
+        return InvokeProblem(
+            error=detail,
+            title=title,
+            status=status,
+            detail=detail,
+            errors=errors,
+            metadata=metadata,
+            execution_time=execution_time,
+            request_id=request_id,
         )
-    else:
-        body = Problem(title=title, status=status, detail=detail, request_id=request_id)
-    return _encoder.encode(body)
+    return Problem(title=title, status=status, detail=detail, errors=errors, request_id=request_id)
