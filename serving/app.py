@@ -70,9 +70,7 @@ class AppState:
         return time.time() - self.started_at
 
 
-def pipeline_info(
-    pipeline: Pipeline, settings: Settings, runtime: Runtime, identity: InvocationMetadata
-) -> dict[str, Any]:
+def pipeline_info(pipeline: Pipeline, runtime: Runtime, identity: InvocationMetadata) -> dict[str, Any]:
     return {
         "pipeline": {
             "name": pipeline.name,
@@ -165,7 +163,7 @@ def create_app(
     jobs_api = JobsAPI(manager, settings, state.shutdown)
     register_jobs_collector(manager)
     invoke = InvokeEndpoint(pipeline, manager, settings)
-    info = pipeline_info(pipeline, settings, runtime, identity)
+    info = pipeline_info(pipeline, runtime, identity)
     openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
 
     async def health(request: Request) -> Response:

@@ -91,9 +91,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return data
 
 
-SECRET_FIELDS = frozenset({"auth_key"})
-
-
 class SettingsError(ValueError):
     """One bad variable; its message is the single line the daemon prints before exit 2."""
 
