@@ -19,8 +19,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import serving
 from jobs import InvocationMetadata, JobManager, JobSettings
@@ -115,7 +116,7 @@ class ServingApp:
         self.starlette = starlette
         self.state = starlette.state
         self.invoke = invoke
-        inner: Any = self._dispatch
+        inner: ASGIApp = self._dispatch
         if settings.auth_key:
             inner = AuthMiddleware(inner, key=settings.auth_key)
         # Access lines are info level: below the configured level they are not written.
@@ -123,13 +124,13 @@ class ServingApp:
         access_log = AccessLog(settings.log_format) if wanted else None
         self._chain = RequestContextMiddleware(inner, access_log=access_log, metrics=HttpMetrics())
 
-    async def _dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/invoke" and scope["method"] == "POST":
             await self.invoke(scope, receive, send)
         else:
             await self.starlette(scope, receive, send)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.starlette(scope, receive, send)
         else:
@@ -227,7 +228,7 @@ def create_app(
             await manager.stop(grace=state.grace_left(settings.graceful_timeout, settings.drain_delay))
             await runtime.stop()
 
-    routes: list[Any] = [
+    routes: list[BaseRoute] = [
         Route("/invoke", invoke.handle, methods=["POST"]),  # reached only via ServingApp's fast path
         Route("/jobs", jobs_api.list_jobs, methods=["GET"]),
         Route("/jobs/{job_id}", jobs_api.get_job, methods=["GET"]),

@@ -17,6 +17,7 @@ import msgspec
 import structlog
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from jobs import IdempotencyConflict, InvocationMetadata, InvocationResponse, JobManager, JobStatus, QueueFull
 from runtimes import Pipeline, RunResult, RunStatus
@@ -52,7 +53,7 @@ DISCONNECT_WATCH_AFTER = 0.05  # seconds; see InvokeEndpoint._run_watching_disco
 class _Watched:
     __slots__ = ("gone", "receive", "started", "watcher")
 
-    def __init__(self, receive: Any, started: float) -> None:
+    def __init__(self, receive: Receive, started: float) -> None:
         self.receive = receive
         self.started = started
         self.gone = False
@@ -74,7 +75,7 @@ class DisconnectWatch:
         self._entries: dict[asyncio.Task[Any], _Watched] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, task: asyncio.Task[Any], receive: Any) -> _Watched:
+    def add(self, task: asyncio.Task[Any], receive: Receive) -> _Watched:
         loop = asyncio.get_running_loop()
         entry = self._entries[task] = _Watched(receive, loop.time())
         if self._timer is None:
@@ -162,7 +163,7 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def read_body(receive: Any, declared: str | None, limit: int) -> bytes:
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """Read the body, refusing it as soon as it passes `limit` bytes (not after)."""
     if declared is not None and declared.isascii() and declared.isdigit() and len(declared) > 18:
         raise BodyTooLarge
@@ -203,7 +204,7 @@ class InvokeEndpoint:
             self.manager.metadata, run_id=run_id, run_name=run_name, parameters_used=params
         )
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Raw ASGI entry: `ServingApp` routes `POST /invoke` here directly, skipping
         Starlette's router and exception layers on the hottest path."""
         response = await self.handle(Request(scope, receive))
@@ -431,4 +432,7 @@ def _json_type(value: Any) -> str:
         return "bool"
     if isinstance(value, (int, float)):
         return "int" if isinstance(value, int) else ("float" if math.isfinite(value) else "number")
-    return {str: "str", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+_JSON_TYPE_NAMES: dict[type, str] = {str: "str", list: "array", dict: "object"}

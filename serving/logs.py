@@ -11,10 +11,11 @@ import sys
 import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 import structlog
+from structlog.types import EventDict, Processor, WrappedLogger
 
 from runtimes import logcapture
 
@@ -24,7 +25,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 _encoder = msgspec.json.Encoder()
 
 
-def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     rid = request_id_var.get()
     if rid is not None and "request_id" not in event:
         event["request_id"] = rid
@@ -49,7 +50,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     `fmt="auto"` picks the console renderer when stderr is a terminal, JSON otherwise.
     """
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    renderer: Any
+    renderer: Processor
     if use_console:
         renderer = structlog.dev.ConsoleRenderer(
             colors=sys.stderr.isatty(),
@@ -59,7 +60,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         )
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_json_dumps)
-    shared: list[Any] = [
+    shared: list[Any] = [  # runtimes.logcapture types its processor with a plain dict
         structlog.contextvars.merge_contextvars,
         _add_request_id,
         logcapture.structlog_processor,  # run_id and step inside a step; step log capture
@@ -70,7 +71,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     tracebacks = structlog.processors.ExceptionRenderer(
         structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
     )
-    tail: list[Any] = [] if use_console else [tracebacks]
+    tail: list[Processor] = [] if use_console else [tracebacks]
     structlog.configure(
         processors=[*shared, *tail, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -99,7 +100,7 @@ class AccessLog:
     structlog for readable output.
     """
 
-    def __init__(self, fmt: str = "auto", stream: Any = None) -> None:
+    def __init__(self, fmt: str = "auto", stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.json = not (fmt == "console" or (fmt == "auto" and self.stream.isatty()))
         self._out = getattr(self.stream, "buffer", None)

@@ -7,14 +7,15 @@ send. Label children are cached so recording costs a dict lookup and two increme
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from capture.loopmetrics import LoopCounter, LoopHistogram
 from jobs import JobManager, JobStatus
@@ -31,7 +32,7 @@ _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"
 class HttpMetrics:
     """Records one request; called by RequestContextMiddleware after the response."""
 
-    def observe(self, scope: dict[str, Any], status: int, seconds: float) -> None:
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
         route_obj = scope.get("route")
         if route_obj is not None:
             route = getattr(route_obj, "path", "unmatched")
@@ -52,7 +53,7 @@ class JobsCollector(Collector):
     def __init__(self, manager: JobManager) -> None:
         self.manager = manager
 
-    def collect(self) -> Any:
+    def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("serving_jobs", "Jobs kept, by status", labels=["status"])
         counts = self.manager.status_counts()
         for status in JobStatus:

@@ -10,19 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import structlog
 
 from serving.settings import Settings
 
+if TYPE_CHECKING:
+    from hypercorn.typing import ASGIFramework
+
+    from serving.app import ServingApp
+
 log = structlog.get_logger("serving.server")
 
 BACKLOG = 2048  # a burst of connects (e.g. 1000 SSE subscribers) must not overflow the queue
-KEEP_ALIVE = 5.0  # seconds an idle connection is kept (both servers' own default)
+KEEP_ALIVE = 5  # seconds an idle connection is kept (both servers' own default)
 
 
 class ServerStartError(Exception):
@@ -44,7 +50,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _install_drain(app: Any, settings: Settings, stop: Callable[[], None], force: Callable[[], None]) -> None:
+def _install_drain(
+    app: ServingApp, settings: Settings, stop: Callable[[], None], force: Callable[[], None]
+) -> None:
     """First SIGTERM/SIGINT: drain. A second one: stop at once (`force`)."""
     loop = asyncio.get_running_loop()
     state = app.state.serving
@@ -68,7 +76,7 @@ def _install_drain(app: Any, settings: Settings, stop: Callable[[], None], force
         loop.add_signal_handler(sig, on_signal, sig)
 
 
-async def _serve_hypercorn(app: Any, settings: Settings, sock: socket.socket) -> None:
+async def _serve_hypercorn(app: ServingApp, settings: Settings, sock: socket.socket) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -82,11 +90,17 @@ async def _serve_hypercorn(app: Any, settings: Settings, sock: socket.socket) ->
     shutdown = asyncio.Event()
     task = asyncio.current_task()
     assert task is not None
-    _install_drain(app, settings, shutdown.set, task.cancel)
-    await serve(app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+
+    def force() -> None:
+        task.cancel()
+
+    _install_drain(app, settings, shutdown.set, force)
+    # The same ASGI protocol, typed twice: Hypercorn's scopes are TypedDicts, Starlette's
+    # (hence ServingApp's) a MutableMapping, and mypy cannot unify the two.
+    await serve(cast("ASGIFramework", app), config, shutdown_trigger=shutdown.wait)
 
 
-async def _serve_uvicorn(app: Any, settings: Settings, sock: socket.socket) -> None:
+async def _serve_uvicorn(app: ServingApp, settings: Settings, sock: socket.socket) -> None:
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -102,7 +116,8 @@ async def _serve_uvicorn(app: Any, settings: Settings, sock: socket.socket) -> N
         access_log=False,
         log_config=None,
         lifespan="on",
-        timeout_graceful_shutdown=settings.graceful_timeout,
+        # uvicorn takes whole seconds; rounding up never gives requests less than promised.
+        timeout_graceful_shutdown=math.ceil(settings.graceful_timeout),
         timeout_keep_alive=KEEP_ALIVE,
         backlog=BACKLOG,
     )
@@ -119,7 +134,7 @@ async def _serve_uvicorn(app: Any, settings: Settings, sock: socket.socket) -> N
     await server.serve(sockets=[sock])
 
 
-def run_server(app: Any, settings: Settings) -> int:
+def run_server(app: ServingApp, settings: Settings) -> int:
     """Serve until drained; returns the process exit status."""
     sock = bind_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -180,7 +181,9 @@ class StreamSocket:
         await self.send({"type": "canceled", "job_id": job.job_id, "job": job})
 
 
-def websocket_endpoint(manager: JobManager, invoke_timeout: float | None) -> Any:
+def websocket_endpoint(
+    manager: JobManager, invoke_timeout: float | None
+) -> Callable[[WebSocket], Awaitable[None]]:
     async def endpoint(ws: WebSocket) -> None:
         with contextlib.suppress(WebSocketDisconnect):
             await StreamSocket(ws, manager, invoke_timeout).run()
