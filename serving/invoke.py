@@ -243,7 +243,8 @@ class InvokeEndpoint:
         if req.timeout is not None:
             timeout = req.timeout if timeout is None else min(timeout, req.timeout)
 
-        respond_async, prefer_wait = parse_prefer(headers.prefer)
+        prefer_async, prefer_wait = parse_prefer(headers.prefer)
+        respond_async = prefer_async
         if request.scope["query_string"]:
             mode = request.query_params.get("mode", "sync")
             if mode not in ("sync", "async"):
@@ -255,7 +256,6 @@ class InvokeEndpoint:
             respond_async = respond_async or mode == "async"
         key = headers.idempotency_key
         if respond_async or key is not None or prefer_wait is not None:
-            prefer_async = parse_prefer(headers.prefer)[0]
             return await self._as_job(req, timeout, key, respond_async, prefer_async, prefer_wait)
 
         try:
