@@ -14,13 +14,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from polling import GUARD, WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 15.0
@@ -112,34 +112,42 @@ class Daemon:
             lines = list(self._lines)
         return [e for e in map(_parse, lines) if e]
 
-    def wait_for_log(self, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:
-        """The first JSON log event for which `predicate(event)` holds (polls until timeout)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for event in self.log_events():
-                if predicate(event):
-                    return event
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no matching log line within {timeout}s; stderr:\n{self.logs()}")
-            time.sleep(0.02)
+    def wait_for_log(
+        self, predicate: Any, what: str = "a matching log line", timeout: float = GUARD
+    ) -> dict[str, Any]:
+        """The first JSON log event for which `predicate(event)` holds; raises
+        `WaitTimeout` naming `what` (with the stderr so far) if none comes."""
+
+        def first_match() -> dict[str, Any] | None:
+            return next((e for e in self.log_events() if predicate(e)), None)
+
+        return wait_until(first_match, what, timeout=timeout, detail=self.stderr_detail)
+
+    def stderr_detail(self) -> str:
+        """For a wait's error message: what the daemon said so far."""
+        return f"stderr of the daemon for {self.pipeline}:\n{self.logs()[-4000:]}"
 
     # -- life cycle -------------------------------------------------------------------
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
         if not self._listening.wait(timeout) or not self.url:
             self._fail_start("no 'listening' log line")
         with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
+
+            def ready_or_exited() -> bool:
                 if self.proc.poll() is not None:
-                    self._fail_start(f"exited with status {self.proc.returncode}")
+                    return True
                 try:
-                    if client.get(f"{self.url}/readyz").status_code == 200:
-                        return
+                    return client.get(f"{self.url}/readyz").status_code == 200
                 except httpx.TransportError:
-                    pass
-                time.sleep(0.02)
-        self._fail_start(f"/readyz not 200 within {timeout}s")
+                    return False
+
+            try:
+                wait_until(ready_or_exited, "/readyz to answer 200", timeout=timeout)
+            except WaitTimeout as exc:
+                self._fail_start(str(exc))
+        if self.proc.poll() is not None:
+            self._fail_start(f"exited with status {self.proc.returncode}")
 
     def _fail_start(self, why: str) -> None:
         self.stop()
@@ -256,4 +264,6 @@ def run_serving(tmp_path: Path) -> Any:
 
 @pytest.fixture
 def anyio_backend() -> str:
+    """The one backend for every `@pytest.mark.anyio` test in the suite: the product
+    runs on asyncio (uvloop in the daemon), never on trio."""
     return "asyncio"

@@ -3,6 +3,7 @@ runtime published by an installed package under the `serving.runtimes` entry poi
 
 from __future__ import annotations
 
+import datetime
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,29 @@ def test_cache_size_zero_keeps_nothing(clock: FakeTime) -> None:
     key = cache.key(cached_double, [1], {})
     cache.put(key, 1)
     assert cache.get(key) == (False, None)
+
+
+def test_cache_keys_tell_tuples_from_lists() -> None:
+    cache = StepCache()
+    assert cache.key(cached_double, [(1, 2)], {}) != cache.key(cached_double, [[1, 2]], {})
+    assert cache.key(cached_double, [[1, 2]], {}) == cache.key(cached_double, [[1, 2]], {})
+
+
+def test_cache_keys_carry_types_and_step_identity() -> None:
+    cache = StepCache()
+    assert cache.key(cached_double, [["T", 1]], {}) != cache.key(cached_double, [(1,)], {})
+    assert cache.key(cached_double, [{"a": 1}], {}) != cache.key(cached_double, [[["a", 1]]], {})
+    day = datetime.date(2020, 1, 2)
+    assert cache.key(cached_double, [day], {}) != cache.key(cached_double, ["2020-01-02"], {})
+
+    def make(k: int) -> object:
+        @step(name="scaled")
+        def scaled(x: int) -> int:
+            return x * k
+
+        return scaled
+
+    assert cache.key(make(2), [1], {}) != cache.key(make(3), [1], {})
 
 
 # -- registry -------------------------------------------------------------------------------

@@ -3,14 +3,13 @@ circuit breaker itself, with fake sinks and a fake clock."""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
-import time
 from typing import Any
 
 import pytest
 from capture_helpers import RecordingSink
+from polling import wait_until_async
 from prometheus_client import REGISTRY
 
 from capture.breaker import BreakerState, CircuitBreaker
@@ -39,15 +38,6 @@ def dropped_metric(reason: str) -> float:
 
 def metric(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
-
-
-async def until(predicate: Any, what: str) -> None:
-    """Poll the loop until `predicate()` holds (a hang guard, not a timing assertion)."""
-    deadline = time.monotonic() + HANG_GUARD
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting for {what} after {HANG_GUARD}s")
-        await asyncio.sleep(0.005)
 
 
 class FakeClock:
@@ -95,7 +85,7 @@ async def test_publish_never_waits_for_a_stuck_sink() -> None:
     try:
         publisher.publish(record(0))
         publisher.publish(record(1))  # a full batch: the writer takes it and gets stuck
-        await until(sink.entered.is_set, "the writer to take the first batch")
+        await wait_until_async(sink.entered.is_set, "the writer to take the first batch", timeout=HANG_GUARD)
         before = dropped_metric("queue_full")
         accepted = [publisher.publish(record(i)) for i in range(2, 102)]  # no await in between
         assert accepted.count(True) == 5
@@ -115,7 +105,7 @@ async def test_batches_respect_batch_size() -> None:
     await publisher.start()
     for i in range(10):
         publisher.publish(record(i))
-    await until(lambda: publisher.written == 8, "two full batches")
+    await wait_until_async(lambda: publisher.written == 8, "two full batches", timeout=HANG_GUARD)
     assert publisher.queued == 2  # a partial batch waits for batch_interval (or stop)
     await publisher.stop()
     assert [len(b) for b in sink.batches] == [4, 4, 2]
@@ -130,7 +120,7 @@ async def test_a_partial_batch_is_written_after_batch_interval() -> None:
     try:
         for i in range(3):
             publisher.publish(record(i))
-        await until(lambda: publisher.written == 3, "the partial batch")
+        await wait_until_async(lambda: publisher.written == 3, "the partial batch", timeout=HANG_GUARD)
     finally:
         await publisher.stop()
     assert [len(b) for b in sink.batches] == [3]
@@ -165,20 +155,22 @@ async def test_failing_sink_trips_the_breaker_and_recovers_after_cooldown() -> N
     try:
         publisher.publish(record(0))
         publisher.publish(record(1))
-        await until(lambda: breaker.state is BreakerState.open, "the breaker to open")
+        await wait_until_async(
+            lambda: breaker.state is BreakerState.open, "the breaker to open", timeout=HANG_GUARD
+        )
         assert dropped_metric("sink_error") - sink_errors == 2
         assert metric("serving_capture_breaker_open") == 1
         assert publisher.status()["breaker"]["last_error"] == "OSError: disk gone"
 
         sink.fail = None  # the sink works again, but the breaker is open: dropped, not written
         publisher.publish(record(2))
-        await until(lambda: publisher.dropped == 3, "the drop while open")
+        await wait_until_async(lambda: publisher.dropped == 3, "the drop while open", timeout=HANG_GUARD)
         assert dropped_metric("breaker_open") - breaker_drops == 1
         assert sink.records == []
 
         clock.now += 10.0  # cooldown over: the next batch is the half-open probe
         publisher.publish(record(3))
-        await until(lambda: publisher.written == 1, "the probe batch")
+        await wait_until_async(lambda: publisher.written == 1, "the probe batch", timeout=HANG_GUARD)
         assert breaker.state is BreakerState.closed
         assert metric("serving_capture_breaker_open") == 0
     finally:

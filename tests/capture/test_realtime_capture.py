@@ -5,6 +5,7 @@ visualizations and the step cache."""
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import os
@@ -19,8 +20,9 @@ from prometheus_client import REGISTRY
 
 from capture.records import CodeRecord, RunRecord
 from capture.redact import TRUNCATED
-from runtimes import RunStatus
+from runtimes import RunStatus, logcapture, pipeline, step
 from runtimes.memory import MemoryOnlyRuntime
+from runtimes.progress import StepScope, current_step
 from runtimes.realtime import pipeline_version
 
 pytestmark = pytest.mark.anyio
@@ -175,6 +177,58 @@ async def test_secret_looking_keys_are_redacted(observed_module: ModuleType, tmp
         assert secret not in text
 
 
+@step
+def login(user: str, password: str) -> str:
+    return f"{user} logged in"
+
+
+async def test_a_secret_passed_positionally_is_redacted(tmp_path: Path) -> None:
+    @pipeline
+    def p(user: str = "ada", password: str = "hunter2"):
+        return login(user, password)
+
+    db = tmp_path / "runs.db"
+    async with realtime(db) as runtime:
+        result = await runtime.run(p, p.parse_parameters({}))
+    assert result.ok
+    (step_run,) = rows(db, "SELECT input_preview FROM step_runs")
+    (run,) = rows(db, "SELECT parameters FROM runs")
+    assert "hunter2" not in step_run["input_preview"]
+    assert '"user":"ada"' in step_run["input_preview"] and '"password":"***"' in step_run["input_preview"]
+    assert "hunter2" not in run["parameters"]
+
+
+@step
+async def make_features(n: int) -> dict:
+    return {"n": n, "scaled": False}
+
+
+@step
+async def scale_in_place(features: dict) -> dict:
+    features["scaled"] = True  # changes the upstream step's output object
+    features["n"] *= 10
+    return features
+
+
+async def test_previews_show_values_as_each_step_saw_them(tmp_path: Path) -> None:
+    """Inputs are previewed before a step runs and outputs when it returns, on the loop,
+    not later in the writer: a step that changes its input in place must not rewrite
+    what the store says it (and the step before it) was given and returned."""
+
+    @pipeline
+    def p(n: int = 3):
+        return scale_in_place(make_features(n))
+
+    db = tmp_path / "runs.db"
+    async with realtime(db) as runtime:
+        result = await runtime.run(p, p.parse_parameters({}))
+    assert result.ok
+    steps = {r["step_id"]: r for r in rows(db, "SELECT * FROM step_runs")}
+    assert json.loads(steps["make_features"]["output_preview"]) == {"n": 3, "scaled": False}
+    assert json.loads(steps["scale_in_place"]["input_preview"]) == {"features": {"n": 3, "scaled": False}}
+    assert json.loads(steps["scale_in_place"]["output_preview"]) == {"n": 30, "scaled": True}
+
+
 # -- step logs ----------------------------------------------------------------------------
 
 
@@ -230,6 +284,27 @@ async def test_logs_outside_a_step_are_not_captured(
         await runtime.run(pipe, pipe.parse_parameters({}))
         print("print-outside-any-step")
     assert rows(db, "SELECT * FROM step_logs WHERE message LIKE '%outside%'") == []
+
+
+def test_an_unfinished_printed_line_stays_with_its_step() -> None:
+    """A line printed without its newline by one step is not finished by the next
+    step's output: it is flushed to its own step's logs."""
+    loop = asyncio.new_event_loop()
+    try:
+        tee = logcapture._Tee(io.StringIO(), "stdout")
+        a = StepScope("a", "r1", None, loop, logs=[])
+        b = StepScope("b", "r2", None, loop, logs=[])
+        token = current_step.set(a)
+        tee.write("secret-of-a ")
+        current_step.reset(token)
+        token = current_step.set(b)
+        tee.write("line of b\n")
+        current_step.reset(token)
+        logcapture.flush_partial(a)
+    finally:
+        loop.close()
+    assert [line.message for line in b.logs] == ["line of b"]
+    assert [line.message for line in a.logs] == ["secret-of-a "]
 
 
 # -- code and visualizations --------------------------------------------------------------

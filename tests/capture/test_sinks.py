@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import msgspec
+import pydantic
 import pytest
 
 from capture.records import Artifact, CodeRecord, LogLine, RunRecord, StepCode, StepRecord
@@ -452,6 +453,16 @@ def test_preview_fields_is_preview_of_the_dict(names: tuple[object, ...], values
             dict(zip(names, values, strict=True)), max_bytes
         )
         assert preview_fields(names, values, max_bytes) == preview_fields(names, values, max_bytes)  # cached
+
+
+def test_preview_redacts_values_json_cannot_carry() -> None:
+    class Login(pydantic.BaseModel):
+        user: str
+        password: str
+
+    shown = preview({"creds": Login(user="u", password="hunter2")}, 4000)
+    assert "hunter2" not in shown and '"password":"***"' in shown
+    assert "hunter2" not in preview({"client": object(), "password": "hunter2"}, 4000)
 
 
 def test_preview_truncates_by_bytes_without_breaking_characters() -> None:

@@ -28,8 +28,3 @@ def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
         yield h
     finally:
         h.kill_daemons()
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

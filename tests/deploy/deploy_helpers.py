@@ -16,9 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from polling import wait_until
 
 from serving.deployers.local import pid_alive
 from serving.registry import Deployment, Registry, Snapshot
@@ -138,10 +139,9 @@ class Home:
                 os.killpg(pid, signal.SIGKILL)  # the daemon leads its own session and group
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + KILL_TIMEOUT
-        while any(pid_alive(pid) for pid in pids):
-            assert time.monotonic() < deadline, f"daemons {pids} survived SIGKILL"
-            time.sleep(0.02)
+        wait_until(
+            lambda: not any(pid_alive(pid) for pid in pids), f"daemons {pids} to die", timeout=KILL_TIMEOUT
+        )
 
 
 # -- reading CLI output ------------------------------------------------------------------
@@ -206,7 +206,4 @@ def bind(port: int) -> None:
 
 def wait_dead(pid: int, timeout: float = KILL_TIMEOUT) -> None:
     """Hang guard: wait until `pid` is gone (or a zombie)."""
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still alive after {timeout}s"
-        time.sleep(0.02)
+    wait_until(lambda: not pid_alive(pid), f"pid {pid} to exit", timeout=timeout)

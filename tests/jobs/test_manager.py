@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 import pytest
+from polling import wait_until_async
 
 from jobs import (
     IdempotencyConflict,
@@ -198,6 +199,14 @@ async def submit(manager: JobManager, **params: Any) -> Job:
     assert created
     await asyncio.sleep(0)  # the job's task takes its place in the queue, as it has by the time
     return job  # an HTTP client can act on the job id
+
+
+async def gone(manager: JobManager, job_id: str) -> bool:
+    try:
+        await manager.get(job_id)
+    except JobNotFound:
+        return True
+    return False
 
 
 async def finished(manager: JobManager, job_id: str) -> Job:
@@ -421,25 +430,32 @@ async def test_unknown_job_ids_raise_job_not_found(make_manager: Any) -> None:
             await call
 
 
-async def test_late_thread_completion_never_overwrites_canceled(make_manager: Any) -> None:
-    """A sync step cannot be stopped: its thread returns after the job was canceled."""
-    manager = await make_manager(threaded)
-    job = await submit(manager, name="t")
-    async with asyncio.timeout(GUARD):
-        while not CTRL.thread_entered.is_set():
-            await asyncio.sleep(0.001)
-    canceled = await manager.cancel(job.job_id, "abandon", wait=GUARD)
-    assert canceled.status is JobStatus.canceled
-    CTRL.thread_go.set()  # the step now returns normally, after the fact
-    async with asyncio.timeout(GUARD):
-        while not CTRL.thread_returned.is_set():
-            await asyncio.sleep(0.001)
-        for _ in range(5):
-            await asyncio.sleep(0.001)  # let the thread's late result reach the loop
-    job = await manager.get(job.job_id)
-    assert job.status is JobStatus.canceled
-    assert job.result is None and job.error == "canceled: abandon"
-    assert types(await events_of(manager, job.job_id))[-1] == "run_canceled"
+async def test_late_thread_completion_never_overwrites_canceled() -> None:
+    """A sync step cannot be stopped: its thread returns after the job was canceled.
+
+    With one worker thread, the next sync step runs only after that thread has handed
+    the late result to the loop, and its own result reaches the loop after it: once a
+    later job has completed, the late result has been dealt with."""
+    runtime = create_runtime("memory", RuntimeOptions(max_threads=1))
+    await runtime.start()
+    manager = JobManager(threaded, runtime, JobSettings())
+    await manager.start()
+    try:
+        job = await submit(manager, name="t")
+        assert await asyncio.to_thread(CTRL.thread_entered.wait, GUARD)
+        canceled = await manager.cancel(job.job_id, "abandon", wait=GUARD)
+        assert canceled.status is JobStatus.canceled
+        CTRL.thread_go.set()  # the step now returns normally, after the fact
+        later = await submit(manager, name="later")
+        assert (await finished(manager, later.job_id)).status is JobStatus.completed
+        job = await manager.get(job.job_id)
+        assert job.status is JobStatus.canceled
+        assert job.result is None and job.error == "canceled: abandon"
+        assert types(await events_of(manager, job.job_id))[-1] == "run_canceled"
+    finally:
+        CTRL.open_all()
+        await manager.stop(grace=GUARD)
+        await runtime.stop()
 
 
 async def test_stop_cancels_queued_and_running_jobs(runtime: Runtime) -> None:
@@ -499,9 +515,7 @@ async def test_sync_runs_and_jobs_share_the_slots(make_manager: Any) -> None:
     await submit(manager, name="job", block=True)
     await started("job")
     sync = asyncio.create_task(manager.run_sync(one.parse_parameters({"name": "sync"})))
-    async with asyncio.timeout(GUARD):
-        while manager.counts()["queued"] != 1:
-            await asyncio.sleep(0)
+    await wait_until_async(lambda: manager.counts()["queued"] == 1, "the sync run to queue")
     assert CTRL.ran == ["job"]  # the sync run waits for the job's slot
     CTRL.release["job"].set()
     async with asyncio.timeout(GUARD):
@@ -518,13 +532,8 @@ async def test_finished_jobs_expire_after_the_ttl(make_manager: Any) -> None:
     manager = await make_manager(one, job_ttl=0.01)
     job = await submit(manager, name="e")
     await finished(manager, job.job_id)
-    async with asyncio.timeout(GUARD):  # the sweeper runs every half second at the least
-        while True:
-            try:
-                await manager.get(job.job_id)
-            except JobNotFound:
-                break
-            await asyncio.sleep(0.05)
+    # the sweeper runs every half second at the least
+    await wait_until_async(lambda: gone(manager, job.job_id), f"the sweeper to expire job {job.job_id}")
     with pytest.raises(JobNotFound):
         await manager.subscribe(job.job_id)
 
@@ -535,15 +544,9 @@ async def test_ttl_never_expires_queued_or_running_jobs(make_manager: Any) -> No
     await started("r")
     queued = await submit(manager, name="q")
     also_queued = await submit(manager, name="q2")
-    gone = await submit(manager, name="x")
-    await manager.cancel(gone.job_id)  # finished: may expire
-    async with asyncio.timeout(GUARD):
-        while True:
-            try:
-                await manager.get(gone.job_id)
-            except JobNotFound:
-                break
-            await asyncio.sleep(0.05)
+    expiring = await submit(manager, name="x")
+    await manager.cancel(expiring.job_id)  # finished: may expire
+    await wait_until_async(lambda: gone(manager, expiring.job_id), "the sweeper to expire the canceled job")
     for job in (running, queued, also_queued):
         assert not (await manager.get(job.job_id)).status.finished
 
@@ -792,7 +795,7 @@ async def test_delete_only_finished_jobs(make_manager: Any) -> None:
         await manager.delete(running.job_id)
 
 
-# -- regressions found in review (each failed before its fix) ---------------------------
+# -- edge cases: hung-up sync runs, late reports, racing keys, stop --------------------
 
 
 async def test_cancelled_queued_sync_run_gives_back_only_its_place(make_manager: Any) -> None:
@@ -801,18 +804,14 @@ async def test_cancelled_queued_sync_run_gives_back_only_its_place(make_manager:
     running = await submit(manager, name="a", block=True)
     await started("a")
     sync = asyncio.create_task(manager.run_sync(one.parse_parameters({"name": "sync"})))
-    async with asyncio.timeout(GUARD):
-        while manager.counts()["queued"] != 1:
-            await asyncio.sleep(0)
+    await wait_until_async(lambda: manager.counts()["queued"] == 1, "the sync run to queue")
     sync.cancel()  # what the disconnect watcher does
     with pytest.raises(asyncio.CancelledError):
         await sync
     assert manager.counts() == {"running": 1, "queued": 0}
     second = await submit(manager, name="b", block=True)
     assert second.status is JobStatus.queued
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert (await manager.get(second.job_id)).status is JobStatus.queued  # max_concurrency=1
+    assert manager.counts() == {"running": 1, "queued": 1}  # no phantom slot: max_concurrency=1
     CTRL.release["a"].set()
     CTRL.release["b"].set()
     await finished(manager, running.job_id)
@@ -824,16 +823,12 @@ async def test_no_event_after_the_terminal_one(make_manager: Any) -> None:
     """A sync step's thread that reports progress after its job was canceled."""
     manager = await make_manager(threaded)
     job = await submit(manager, name="t", report=True)
-    async with asyncio.timeout(GUARD):
-        while not CTRL.thread_entered.is_set():
-            await asyncio.sleep(0.001)
+    assert await asyncio.to_thread(CTRL.thread_entered.wait, GUARD)
     await manager.cancel(job.job_id, "abandon", wait=GUARD)
     CTRL.thread_go.set()
-    async with asyncio.timeout(GUARD):
-        while not CTRL.thread_returned.is_set():
-            await asyncio.sleep(0.001)
-        for _ in range(5):
-            await asyncio.sleep(0.001)
+    assert await asyncio.to_thread(CTRL.thread_returned.wait, GUARD)
+    # The late progress went to the loop (call_soon_threadsafe) before `thread_returned`
+    # was set, so ahead of the to_thread result: it has been handled by now.
     events = await events_of(manager, job.job_id)
     terminal_seq = events[-1]["seq"]
     assert events[-1]["type"] == "run_canceled"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime
 import decimal
@@ -13,7 +14,7 @@ import json
 import re
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, TypedDict, Union
+from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict, Union
 
 import msgspec
 import pydantic
@@ -119,6 +120,28 @@ class Customer(pydantic.BaseModel):
     age: int = 0
 
 
+class Tally(msgspec.Struct):  # not frozen: its default must still be copied per call
+    count: int = 0
+
+
+class Item(msgspec.Struct):  # not hashable: a set of them cannot be decoded
+    n: int
+
+
+class Partial(TypedDict):
+    a: int
+    b: NotRequired[str]
+
+
+class Inner(pydantic.BaseModel):
+    z: int = 0
+
+
+class Account(pydantic.BaseModel):
+    name: str
+    inner: Inner = Inner()
+
+
 # -- tracing and naming -----------------------------------------------------------------
 
 
@@ -144,6 +167,24 @@ def test_step_name_option_sets_the_node_id() -> None:
     assert p(name="z") == {"one": "z", "two": "b"}
     assert some_function.name == "hello"
     assert repr(some_function) == "<step hello>"
+
+
+def test_node_ids_stay_unique_when_a_step_is_named_like_a_numbered_id() -> None:
+    @step
+    def greet(x: int) -> int:
+        return x
+
+    @step(name="greet_2")
+    def other(x: int) -> int:
+        return x * 100
+
+    @pipeline
+    def p(x: int = 1):
+        return {"a": greet(x), "b": other(x), "c": greet(x)}
+
+    ids = [n.id for n in p.nodes]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert p(x=2) == {"a": 2, "b": 200, "c": 2}
 
 
 def test_upstream_edges_follow_the_data() -> None:
@@ -232,6 +273,30 @@ def test_every_step_runs_even_when_its_output_is_not_returned() -> None:
 
     assert side_effects(x=3) == 6
     assert sorted(seen) == [3, 6]
+
+
+def test_namedtuple_of_handles_is_rebuilt_and_hidden_handles_are_refused() -> None:
+    Pair = collections.namedtuple("Pair", "x y")
+
+    @step
+    def use_pair(p: Pair) -> int:
+        return p.x + p.y
+
+    @pipeline
+    def nt():
+        return use_pair(Pair(double(1), 2))
+
+    assert nt() == 4
+
+    @dataclasses.dataclass
+    class Cfg:
+        value: object
+
+    with pytest.raises(PipelineDefinitionError, match="inside a Cfg is not resolved"):
+
+        @pipeline
+        def dc():
+            return use_pair(Cfg(double(1)))
 
 
 def test_after_adds_ordering_edges_from_handles_and_ids() -> None:
@@ -455,6 +520,35 @@ def test_input_schema_with_a_pydantic_parameter() -> None:
     assert [loc for loc, _ in info.value.errors] == ["customer.age"]
 
 
+def test_input_schema_carries_every_default() -> None:
+    @pipeline
+    def p(
+        color: Color = Color.red,
+        tags: list[str] = ["a"],
+        tally: Tally = Tally(),
+        day: datetime.date = datetime.date(2024, 1, 2),
+        account: Account = Account(name="Ada"),
+    ):
+        return untyped(color)
+
+    props = as_json(p.input_schema())["$defs"]["PipelineInput"]["properties"]
+    assert props["color"]["default"] == "red"
+    assert props["tags"]["default"] == ["a"]
+    assert props["tally"]["default"] == {"count": 0}
+    assert props["day"]["default"] == "2024-01-02"
+    assert props["account"]["default"] == {"name": "Ada", "inner": {"z": 0}}
+
+
+def test_pydantic_parameter_schema_refs_resolve() -> None:
+    @pipeline
+    def p(account: Account = Account(name="Ada")):
+        return untyped(account)
+
+    schema = p.input_schema()
+    ref = schema["$defs"]["PipelineInput"]["properties"]["account"]["properties"]["inner"]["$ref"]
+    assert ref.removeprefix("#/$defs/") in schema["$defs"]
+
+
 def test_mutable_defaults_are_fresh_for_every_call() -> None:
     @step
     def grow(items: list[int]) -> list[int]:
@@ -526,6 +620,33 @@ def test_non_json_parameter_type(annotation: Any, default: Any, problem: str) ->
         PipelineDefinitionError, match=exact(f"pipeline 'body', parameter 'value': {problem}")
     ):
         pipeline(body)
+
+
+def test_pydantic_model_inside_a_union_is_refused_at_load() -> None:
+    """Optional or list of a pydantic model used to load, then fail every request."""
+    with pytest.raises(PipelineDefinitionError, match="'customer': pydantic model Customer must be"):
+
+        @pipeline
+        def p(customer: Customer | None = None):
+            return untyped(customer)
+
+
+def test_set_items_must_be_hashable_and_typed_dict_keys_may_be_not_required() -> None:
+    @step
+    def count(items: object) -> int:
+        return len(items)  # type: ignore[arg-type]
+
+    with pytest.raises(PipelineDefinitionError, match="set items must be hashable"):
+
+        @pipeline
+        def p(items: set[Item] = set()):
+            return count(items)
+
+    @pipeline
+    def q(td: Partial = {"a": 1}):
+        return count(td)
+
+    assert q(td={"a": 2, "b": "x"}) == 2
 
 
 def test_default_that_does_not_fit_its_type() -> None:

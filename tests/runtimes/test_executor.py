@@ -30,13 +30,9 @@ from runtimes import (
 from runtimes import events as ev
 from runtimes.base import Runtime, RuntimeOptions, UnknownRuntimeError
 from runtimes.memory import MemoryOnlyRuntime
+from runtimes.progress import progress
 
 GUARD = 5.0  # seconds; a hang guard only, never reached by a passing test
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture
@@ -129,6 +125,29 @@ async def test_blocking_sync_step_does_not_block_the_loop(executor: DagExecutor)
     assert result.status is RunStatus.completed
     assert result.outputs == {"blocked": True, "sibling": "done"}
     assert [e.step for e in events.of(ev.StepCompleted)] == ["sibling", "blocking"]
+
+
+@pytest.mark.anyio
+async def test_independent_sync_steps_run_concurrently_in_threads(executor: DagExecutor) -> None:
+    barrier = threading.Barrier(2, timeout=GUARD)  # breaks unless both threads wait at once
+
+    @step
+    def left() -> int:
+        barrier.wait()
+        return threading.get_ident()
+
+    @step
+    def right() -> int:
+        barrier.wait()
+        return threading.get_ident()
+
+    @pipeline
+    def both(x: int = 0):
+        return {"left": left(), "right": right()}
+
+    result = await executor.run(both, {"x": 0})
+    assert result.status is RunStatus.completed, result.error
+    assert result.outputs is not None and result.outputs["left"] != result.outputs["right"]
 
 
 # -- ordering ---------------------------------------------------------------------------
@@ -579,6 +598,91 @@ async def test_cancelling_the_caller_cancels_the_run(executor: DagExecutor, conc
     assert_well_formed(events.events, "c")
 
 
+@pytest.mark.anyio
+async def test_a_result_that_does_not_fit_its_tuple_outputs_fails_the_run(executor: DagExecutor) -> None:
+    @step
+    def two(x: int) -> tuple[Annotated[int, "a"], Annotated[int, "b"]]:
+        return x  # not a tuple
+
+    @pipeline
+    def p(x: int = 1):
+        return two(x)
+
+    events = Recorder()
+    result = await executor.run(p, {"x": 1}, on_event=events)
+    assert result.status is RunStatus.failed
+    assert isinstance(events.events[-1], ev.RunFailed)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shape", ["dag", "chain"])
+async def test_a_step_raising_cancelled_error_fails_the_run(executor: DagExecutor, shape: str) -> None:
+    """A step's own CancelledError is its failure: it used to hang the run (dag) or
+    cancel the caller (chain)."""
+
+    @step
+    async def cancels_itself() -> int:
+        fut = asyncio.get_running_loop().create_future()
+        fut.cancel()
+        return await fut
+
+    @step
+    async def other() -> int:
+        return 1
+
+    @step
+    async def join(a: int, b: int) -> int:
+        return a + b
+
+    @pipeline
+    def fan_in():
+        return join(cancels_itself(), other())
+
+    @pipeline
+    def chain():
+        return join(cancels_itself(), 1)
+
+    events = Recorder()
+    async with asyncio.timeout(GUARD):
+        result = await executor.run(fan_in if shape == "dag" else chain, {}, on_event=events)
+    assert result.status is RunStatus.failed
+    assert result.error == "step 'cancels_itself' failed: CancelledError: "
+    assert isinstance(events.events[-1], ev.RunFailed)
+
+
+@pytest.mark.anyio
+async def test_system_exit_and_stop_iteration_from_a_step_fail_the_run(executor: DagExecutor) -> None:
+    @step
+    def exits() -> int:
+        raise SystemExit(3)
+
+    @step
+    async def exits_async() -> int:
+        raise SystemExit(4)
+
+    @step
+    def stops() -> int:
+        raise StopIteration("done")
+
+    @step
+    async def join(a: int, b: int) -> int:
+        return a + b  # pragma: no cover
+
+    @pipeline
+    def exiting():
+        return join(exits(), exits_async())
+
+    @pipeline
+    def stopping():
+        return stops()
+
+    async with asyncio.timeout(GUARD):
+        result = await executor.run(exiting, {})
+        stopped = await executor.run(stopping, {})
+    assert result.status is RunStatus.failed and "SystemExit" in (result.error or "")
+    assert stopped.status is RunStatus.failed and "StopIteration" in (stopped.error or "")
+
+
 # -- events -----------------------------------------------------------------------------
 
 
@@ -648,6 +752,41 @@ async def test_no_callback_no_events(executor: DagExecutor) -> None:
     result = await executor.run(p, {"x": 0})
     assert result.status is RunStatus.failed
     assert result.error == "step 'boom' failed: OSError: disk"
+
+
+@pytest.mark.anyio
+async def test_nothing_is_emitted_after_the_terminal_event(executor: DagExecutor) -> None:
+    """A sync step that timed out keeps running in its thread and may still report."""
+    release, reported = threading.Event(), threading.Event()
+
+    @step(timeout=0.01)
+    def abandoned() -> int:
+        release.wait(GUARD)
+        progress(0.5, "too late")
+        reported.set()
+        return 1
+
+    @pipeline
+    def slow():
+        return abandoned()
+
+    events = Recorder()
+    result = await executor.run(slow, {}, run_id="late", on_event=events)
+    assert result.status is RunStatus.failed
+    release.set()  # the abandoned thread now reports progress
+    assert await asyncio.to_thread(reported.wait, GUARD)
+    # The report reached the loop with call_soon_threadsafe before `reported` was set,
+    # so before the to_thread result: it has been handled by now, and dropped.
+    assert isinstance(events.events[-1], ev.RunFailed)
+    assert_well_formed(events.events, "late")
+
+
+def test_progress_and_chunk_events_decode_with_the_event_union() -> None:
+    for event in (
+        ev.Progress(seq=1, run_id="r", ts=0.0, step="s", fraction=0.5, message="m"),
+        ev.Chunk(seq=2, run_id="r", ts=0.0, step="s", index=0, data="x"),
+    ):
+        assert msgspec.json.decode(msgspec.json.encode(event), type=ev.Event) == event
 
 
 # -- the memory runtime -----------------------------------------------------------------

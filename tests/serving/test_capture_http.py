@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from polling import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 TESTS = Path(__file__).resolve().parent.parent
@@ -39,18 +38,6 @@ def stored_run_ids(db: Path) -> set[str]:
         return {r["run_id"] for r in query(db, "SELECT run_id FROM runs")}
     except sqlite3.OperationalError:  # created but the schema is not there yet
         return set()
-
-
-def eventually(check: Callable[[], Any], what: str, daemon: Any, timeout: float = HANG_GUARD) -> Any:
-    """Poll until `check()` is truthy (a hang guard, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s; stderr:\n{daemon.logs()[-4000:]}")
-        time.sleep(0.02)
 
 
 def invoke(client: httpx.Client, **parameters: Any) -> str:
@@ -86,7 +73,12 @@ def test_invocations_are_stored_in_serving_home(daemon: Any, tmp_path: Path) -> 
     markers = [f"http-{i}" for i in range(5)]
     with d.client() as client:
         run_ids = [invoke(client, marker=m, n=i) for i, m in enumerate(markers)]
-    eventually(lambda: stored_run_ids(db) >= set(run_ids), "all runs in runs.db", d)
+    wait_until(
+        lambda: stored_run_ids(db) >= set(run_ids),
+        "all runs in runs.db",
+        timeout=HANG_GUARD,
+        detail=d.stderr_detail,
+    )
 
     for marker, run_id in zip(markers, run_ids, strict=True):
         (run,) = query(db, "SELECT * FROM runs WHERE run_id = ?", run_id)
@@ -149,14 +141,19 @@ def test_breaker_opens_on_a_failing_store_and_capture_resumes(daemon: Any, tmp_p
     )
     with d.client() as client:
         first = invoke(client, name="before")
-        eventually(lambda: first in stored_run_ids(db), "the first run stored", d)
+        wait_until(
+            lambda: first in stored_run_ids(db),
+            "the first run stored",
+            timeout=HANG_GUARD,
+            detail=d.stderr_detail,
+        )
         shutil.rmtree(store)
 
         def breaker_open() -> bool:
             invoke(client, name="while-gone")  # every request still succeeds
             return client.get("/status").json()["capture"]["breaker"]["state"] == "open"
 
-        eventually(breaker_open, "the breaker to open", d)
+        wait_until(breaker_open, "the breaker to open", timeout=HANG_GUARD, detail=d.stderr_detail)
         status = client.get("/status").json()["capture"]
         assert "gone" in status["breaker"]["last_error"]
         samples = metric_samples(client)
@@ -171,7 +168,9 @@ def test_breaker_opens_on_a_failing_store_and_capture_resumes(daemon: Any, tmp_p
             state = client.get("/status").json()["capture"]["breaker"]["state"]
             return {run_id} & stored_run_ids(db) if state == "closed" else set()
 
-        eventually(resumed, "capture to resume into the new store", d)
+        wait_until(
+            resumed, "capture to resume into the new store", timeout=HANG_GUARD, detail=d.stderr_detail
+        )
         assert client.get("/status").json()["capture"]["breaker"]["state"] == "closed"
         assert metric_samples(client)[("serving_capture_breaker_open", ())] == 0
     assert first not in stored_run_ids(db)  # a new database in the recreated folder

@@ -246,6 +246,15 @@ def test_example_orders_nested_field_errors(
         assert msg in body["errors"][0]["msg"]
 
 
+def test_fanout_example_serves_despite_untyped_outputs(daemon: Any) -> None:
+    """`dict[str, object]` outputs once broke schema generation and the start-up."""
+    d = daemon(f"{EXAMPLES / 'fanout.py'}:enrich")
+    r = httpx.post(f"{d.url}/invoke", json={"parameters": {"text": "a b", "delay": 0}})
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"] == {"summary": {"words": 2, "vowels": 1, "upper": "A B"}}
+    assert httpx.get(f"{d.url}/openapi.json").status_code == 200
+
+
 # -- /invoke: bad requests --------------------------------------------------------------
 
 
@@ -354,6 +363,31 @@ def test_bad_top_level_is_422(hello: Any, client: httpx.Client, body: Any, loc: 
     assert loc in [e["loc"] for e in problem["errors"]]
 
 
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/stream/x", {"Last-Event-ID": b"\xb2"}),
+        ("/stream/x?after_seq=" + "9" * 5000, {}),
+        ("/jobs?limit=%C2%B2", {}),
+        ("/jobs?cursor=%C2%B2", {}),
+        ("/jobs?limit=" + "9" * 5000, {}),
+    ],
+)
+def test_malformed_numbers_in_queries_and_headers_are_422(
+    hello: Any, client: httpx.Client, path: str, headers: dict[str, Any]
+) -> None:
+    """Digits int() accepts but the field cannot hold (superscripts, 5000 of them) are the
+    client's error, not a 500."""
+    r = client.get(f"{hello.url}{path}", headers=headers)
+    assert r.status_code == 422, r.text
+
+
+def test_body_that_is_not_utf8_is_400(hello: Any, client: httpx.Client) -> None:
+    r = client.post(f"{hello.url}/invoke", content=b'{"parameters":{"name":"\xff"}}', headers=JSON)
+    assert r.status_code == 400
+    assert r.json()["success"] is False
+
+
 # -- /invoke: failures ------------------------------------------------------------------
 
 
@@ -444,6 +478,11 @@ def test_auth_accepts_bearer(auth: Any, client: httpx.Client) -> None:
     assert AUTH_KEY not in auth.logs()
 
 
+def test_invoke_401_keeps_the_invoke_error_shape(auth: Any, client: httpx.Client) -> None:
+    body = client.post(f"{auth.url}/invoke", json={}).json()
+    assert body["status"] == 401 and body["success"] is False and body["error"]
+
+
 @pytest.mark.parametrize("path", ["/health", "/livez", "/readyz"])
 def test_auth_leaves_probes_open(auth: Any, client: httpx.Client, path: str) -> None:
     assert client.get(f"{auth.url}{path}").status_code == 200
@@ -483,6 +522,16 @@ def test_error_status_is_in_access_log(hello: Any, client: httpx.Client) -> None
     invoke(client, hello, {"parameters": {"name": 1}}, headers={"x-request-id": rid})
     line = hello.wait_for_log(lambda e: e.get("event") == "request" and e.get("request_id") == rid)
     assert line["status"] == 422
+
+
+def test_access_log_follows_log_level(daemon: Any) -> None:
+    d = daemon(HELLO, log_level="warning")
+    rid = "quiet-request"
+    r = httpx.post(f"{d.url}/invoke", json={}, headers={"x-request-id": rid})
+    assert r.status_code == 200
+    d.signal()
+    assert d.wait(timeout=10) == 0
+    assert rid not in d.logs()
 
 
 # -- other routes -----------------------------------------------------------------------
@@ -585,25 +634,3 @@ def test_docs_are_served_locally(hello: Any, client: httpx.Client) -> None:
     assert "javascript" in js.headers["content-type"]
     assert len(js.content) > 10_000
     assert client.get(f"{hello.url}/docs/static/swagger-ui.css").status_code == 200
-
-
-# -- regressions ------------------------------------------------------------------------
-
-
-def test_fanout_example_serves_despite_untyped_outputs(daemon: Any) -> None:
-    """`dict[str, object]` outputs once broke schema generation and the start-up."""
-    d = daemon(f"{EXAMPLES / 'fanout.py'}:enrich")
-    r = httpx.post(f"{d.url}/invoke", json={"parameters": {"text": "a b", "delay": 0}})
-    assert r.status_code == 200, r.text
-    assert r.json()["outputs"] == {"summary": {"words": 2, "vowels": 1, "upper": "A B"}}
-    assert httpx.get(f"{d.url}/openapi.json").status_code == 200
-
-
-def test_access_log_follows_log_level(daemon: Any) -> None:
-    d = daemon(HELLO, log_level="warning")
-    rid = "quiet-request"
-    r = httpx.post(f"{d.url}/invoke", json={}, headers={"x-request-id": rid})
-    assert r.status_code == 200
-    d.signal()
-    assert d.wait(timeout=10) == 0
-    assert rid not in d.logs()

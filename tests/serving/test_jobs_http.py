@@ -17,10 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+from polling import wait_for_file, wait_until
 
 TESTS = Path(__file__).resolve().parent.parent
 GATED = f"{TESTS / 'pipelines' / 'gated.py'}:gated"
 HELLO = f"{TESTS.parent / 'examples' / 'hello.py'}:hello"
+UNENCODABLE = f"{TESTS / 'pipelines' / 'unencodable.py'}:unencodable"
 
 GUARD = 10.0  # seconds; a hang guard only
 PROBLEM = "application/problem+json"
@@ -63,13 +65,6 @@ def single(module_daemon: Any) -> Any:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def wait_for(path: Path, timeout: float = GUARD) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path.name} did not appear within {timeout}s"
-        time.sleep(0.005)
-
-
 def submit(client: httpx.Client, daemon: Any, body: Any, **kw: Any) -> httpx.Response:
     return client.post(f"{daemon.url}/invoke", params={"mode": "async"}, json=body, **kw)
 
@@ -87,12 +82,13 @@ def get_job(client: httpx.Client, daemon: Any, job_id: str, **params: Any) -> di
 
 
 def finished(client: httpx.Client, daemon: Any, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + GUARD
-    while True:
+    """The job once it has finished (each poll is a long poll: `?wait=` returns at the end)."""
+
+    def if_finished() -> dict[str, Any] | None:
         job = get_job(client, daemon, job_id, wait=GUARD)
-        if job["status"] in ("completed", "failed", "canceled"):
-            return job
-        assert time.monotonic() < deadline, f"job still {job['status']}"
+        return job if job["status"] in ("completed", "failed", "canceled") else None
+
+    return wait_until(if_finished, f"job {job_id} to finish", timeout=GUARD, detail=daemon.stderr_detail)
 
 
 def assert_problem(r: httpx.Response, status: int) -> dict[str, Any]:
@@ -202,7 +198,7 @@ def test_idempotency_key_repeat_returns_the_job_and_other_body_is_422(
     first = submit(client, gated, gate.body(), headers=key)
     assert first.status_code == 202, first.text
     job_id = first.json()["job_id"]
-    wait_for(gate.started)
+    wait_for_file(gate.started)
     again = submit(client, gated, gate.body(), headers=key)
     assert again.status_code == 200, again.text
     assert list(again.json()) == JOB_FIELDS  # the full record, not a summary
@@ -247,6 +243,17 @@ def test_async_run_timeout_fails_the_job(gated: Any, client: httpx.Client, gates
     assert gate.cancelled.exists()  # the step was cancelled, not left running
 
 
+def test_async_job_with_unencodable_outputs_fails_and_the_list_still_serves(daemon: Any) -> None:
+    d = daemon(UNENCODABLE)
+    with httpx.Client(base_url=d.url, timeout=GUARD) as client:
+        job_id = client.post("/invoke?mode=async", json={}).json()["job_id"]
+        job = client.get(f"/jobs/{job_id}", params={"wait": 5})
+        assert job.status_code == 200, job.text
+        assert job.json()["status"] == "failed"
+        assert "cannot be encoded as JSON" in job.json()["error"]
+        assert client.get("/jobs").status_code == 200
+
+
 # -- listing ------------------------------------------------------------------------------
 
 
@@ -273,7 +280,7 @@ def test_list_pages_newest_first_and_filters(gated: Any, client: httpx.Client, g
         finished(client, gated, job_id)
     blocked = gates("page-blocked")
     running = submit_ok(client, gated, blocked.body())
-    wait_for(blocked.started)
+    wait_for_file(blocked.started)
 
     seen: list[str] = []
     cursor = None
@@ -311,7 +318,7 @@ def test_long_poll_returns_when_the_job_finishes(gated: Any, gates: Any) -> None
     gate = gates("poll")
     with httpx.Client(timeout=GUARD) as client:
         job_id = submit_ok(client, gated, gate.body())
-        wait_for(gate.started)
+        wait_for_file(gate.started)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             poll = pool.submit(get_job, client, gated, job_id, wait=GUARD)
             gate.open()
@@ -323,7 +330,7 @@ def test_long_poll_returns_when_the_job_finishes(gated: Any, gates: Any) -> None
 def test_long_poll_is_capped_by_max_wait(single: Any, client: httpx.Client, gates: Any) -> None:
     gate = gates("cap")
     job_id = submit_ok(client, single, gate.body())
-    wait_for(gate.started)
+    wait_for_file(gate.started)
     # SERVING_MAX_WAIT=0.5 caps the 60 s asked for; the client's own timeout is the guard
     assert get_job(client, single, job_id, wait=60)["status"] == "running"
     gate.open()
@@ -344,7 +351,7 @@ def test_long_poll_validation_and_unknown_job(gated: Any, client: httpx.Client) 
 def test_cancel_queued_job(single: Any, client: httpx.Client, gates: Any) -> None:
     head, queued = gates("head"), gates("queued")
     head_id = submit_ok(client, single, head.body())
-    wait_for(head.started)
+    wait_for_file(head.started)
     queued_id = submit_ok(client, single, queued.body(block=False))
     assert status_counts(client, single) == {"running": 1, "queued": 1}
     r = client.post(f"{single.url}/jobs/{queued_id}/cancel")
@@ -363,7 +370,7 @@ def test_cancel_queued_job(single: Any, client: httpx.Client, gates: Any) -> Non
 def test_cancel_running_job(gated: Any, client: httpx.Client, gates: Any) -> None:
     gate = gates("cancel-running")
     job_id = submit_ok(client, gated, gate.body())
-    wait_for(gate.started)
+    wait_for_file(gate.started)
     r = client.post(f"{gated.url}/jobs/{job_id}/cancel")
     assert r.status_code == 200, r.text
     job = r.json()
@@ -377,7 +384,7 @@ def test_cancel_running_job(gated: Any, client: httpx.Client, gates: Any) -> Non
 def test_cancel_under_way_is_202(gated: Any, client: httpx.Client, gates: Any) -> None:
     gate = gates("linger")
     job_id = submit_ok(client, gated, gate.body(linger=True))
-    wait_for(gate.started)
+    wait_for_file(gate.started)
     # the step holds its cancellation until the linger file appears: not done at once
     r = client.post(f"{gated.url}/jobs/{job_id}/cancel")
     assert r.status_code == 202, r.text
@@ -404,7 +411,7 @@ def test_cancel_unknown_job_is_404(gated: Any, client: httpx.Client) -> None:
 def test_delete_finished_job_only(gated: Any, client: httpx.Client, gates: Any) -> None:
     gate = gates("delete")
     job_id = submit_ok(client, gated, gate.body())
-    wait_for(gate.started)
+    wait_for_file(gate.started)
     assert_problem(client.delete(f"{gated.url}/jobs/{job_id}"), 409)
     assert get_job(client, gated, job_id)["status"] == "running"
     gate.open()
@@ -425,7 +432,7 @@ def test_full_queue_is_429_for_sync_and_async_and_accepted_jobs_complete(
 ) -> None:
     head, second = gates("full-head"), gates("full-second")
     head_id = submit_ok(client, single, head.body())
-    wait_for(head.started)
+    wait_for_file(head.started)
     second_id = submit_ok(client, single, second.body(block=False))
     assert status_counts(client, single) == {"running": 1, "queued": 1}
 
@@ -446,13 +453,6 @@ def test_full_queue_is_429_for_sync_and_async_and_accepted_jobs_complete(
     # room again
     r = client.post(f"{single.url}/invoke", json=gates("after").body(block=False))
     assert r.status_code == 200, r.text
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def _read_response(sock: socket.socket, buf: bytearray) -> int:
@@ -498,12 +498,11 @@ def flood(url: str, count: int, batch: int = 100, per_connection: int = 500) -> 
     return statuses
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
-def test_flood_of_async_jobs_keeps_records_and_memory_bounded(daemon: Any) -> None:
+def test_flood_of_async_jobs_keeps_records_bounded(daemon: Any) -> None:
+    """What the trimmed records save in memory is a figure, not a pass/fail line: see
+    bench/flood_memory.py."""
     max_jobs = 100
     d = daemon(HELLO, max_jobs=max_jobs, access_log="false")
-    assert set(flood(d.url, 1000)) == {202}  # warm up: the allocator's pools and caches fill
-    before = rss_kib(d.proc.pid)
     statuses = flood(d.url, 3000)
     assert len(statuses) == 3000 and set(statuses) == {202}
     with httpx.Client(base_url=d.url, timeout=GUARD) as client:
@@ -516,9 +515,6 @@ def test_flood_of_async_jobs_keeps_records_and_memory_bounded(daemon: Any) -> No
         listed = client.get("/jobs", params={"limit": 1000}).json()
         assert len(listed["jobs"]) <= max_jobs
         assert listed["next_cursor"] is None
-    # Kept records cost ~4.5 KiB a job (13 MiB for 3000); trimmed, growth is ~2 MiB.
-    grown = rss_kib(d.proc.pid) - before
-    assert grown < 8 * 1024, f"RSS grew by {grown} KiB over 3000 jobs"
 
 
 # -- cancel on disconnect -------------------------------------------------------------------
@@ -541,9 +537,9 @@ def test_sync_client_disconnect_cancels_the_run(daemon: Any, gates: Any, server:
     d = daemon(GATED, server=server)
     gate = gates(f"gone-{server}")
     sock = raw_invoke(d.url, httpx.Request("POST", "/", json=gate.body()).content)
-    wait_for(gate.started)
+    wait_for_file(gate.started)
     sock.close()
-    wait_for(gate.cancelled)
+    wait_for_file(gate.cancelled)
     d.wait_for_log(lambda e: e.get("event") == "client_disconnected_run_canceled", timeout=GUARD)
     with httpx.Client(timeout=GUARD) as client:
         assert status_counts(client, d) == {"running": 0, "queued": 0}
@@ -554,16 +550,23 @@ def test_sync_client_disconnect_cancels_the_run(daemon: Any, gates: Any, server:
 
 
 def test_disconnect_does_not_cancel_when_disabled(daemon: Any, gates: Any) -> None:
-    d = daemon(GATED, cancel_on_disconnect="false")
-    gate = gates("kept")
-    sock = raw_invoke(d.url, httpx.Request("POST", "/", json=gate.body()).content)
-    wait_for(gate.started)
+    """A wrong cancellation would come a watch period after the hang-up, so nothing the
+    disabled daemon does marks that moment. A control daemon with cancellation on gets
+    the same request, hung up later: once it has cancelled its run, the disabled one has
+    had at least as long to (wrongly) cancel its own."""
+    kept, control = daemon(GATED, cancel_on_disconnect="false"), daemon(GATED)
+    gate, control_gate = gates("kept"), gates("control")
+    sock = raw_invoke(kept.url, httpx.Request("POST", "/", json=gate.body()).content)
+    wait_for_file(gate.started)
+    control_sock = raw_invoke(control.url, httpx.Request("POST", "/", json=control_gate.body()).content)
+    wait_for_file(control_gate.started)
     sock.close()
-    # A wrong cancellation would come 50 ms after the hang-up: give it the chance to
-    # show (the test cannot pass because of this pause, only fail without it).
-    time.sleep(0.3)
+    control_sock.close()
+    control.wait_for_log(
+        lambda e: e.get("event") == "client_disconnected_run_canceled", "the control daemon to cancel"
+    )
     gate.open()
-    wait_for(gate.done)  # the run went on to its end
+    wait_for_file(gate.done, detail=kept.stderr_detail)  # the run went on to its end
     assert not gate.cancelled.exists()
 
 
@@ -575,14 +578,11 @@ def test_queued_sync_client_that_hangs_up_frees_no_slot(daemon, gates) -> None:
     head, waiting, third = gates("head"), gates("waiting"), gates("third")
     with httpx.Client(timeout=GUARD) as client:
         head_id = submit_ok(client, d, head.body())
-        wait_for(head.started)
+        wait_for_file(head.started)
         sock = raw_invoke(d.url, httpx.Request("POST", "/", json=waiting.body(block=False)).content)
-        deadline = time.monotonic() + GUARD
-        while status_counts(client, d)["queued"] != 1:
-            assert time.monotonic() < deadline
+        wait_until(lambda: status_counts(client, d)["queued"] == 1, "the sync request to queue")
         sock.close()  # the queued sync client hangs up
-        while status_counts(client, d)["queued"] != 0:
-            assert time.monotonic() < deadline
+        wait_until(lambda: status_counts(client, d)["queued"] == 0, "the hung-up request to leave the queue")
         assert status_counts(client, d) == {"running": 1, "queued": 0}
         third_id = submit_ok(client, d, third.body(block=False))
         assert client.get(f"{d.url}/jobs/{third_id}").json()["status"] == "queued"  # one at a time

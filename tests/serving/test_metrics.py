@@ -4,12 +4,12 @@ labels, and open even when SERVING_AUTH_KEY protects everything else."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from polling import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 TESTS = Path(__file__).resolve().parent.parent
@@ -68,6 +68,15 @@ def test_metrics_is_prometheus_text(client: httpx.Client) -> None:
     assert samples  # parsed by the reference parser
 
 
+def test_metrics_content_type_follows_the_accept_header(client: httpx.Client) -> None:
+    """Scrapers that ask for OpenMetrics get it; the rest get the classic text format."""
+    plain = client.get("/metrics")
+    assert plain.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    om = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert om.headers["content-type"].startswith("application/openmetrics-text")
+    assert om.text.rstrip().endswith("# EOF")
+
+
 def test_every_family_is_exported(client: httpx.Client) -> None:
     # A cacheable step with the same input twice (a miss, then a hit), and an async job.
     for _ in range(2):
@@ -75,10 +84,11 @@ def test_every_family_is_exported(client: httpx.Client) -> None:
     r = client.post("/invoke", json={"parameters": {"n": 12}}, headers={"prefer": "respond-async"})
     assert r.status_code == 202, r.text
     job = r.json()["job_id"]
-    deadline = time.monotonic() + HANG_GUARD
-    while client.get(f"/jobs/{job}").json()["status"] not in ("completed", "failed"):
-        assert time.monotonic() < deadline, "the job never finished"
-        time.sleep(0.02)
+    wait_until(
+        lambda: client.get(f"/jobs/{job}").json()["status"] in ("completed", "failed"),
+        "the async job to finish",
+        timeout=HANG_GUARD,
+    )
 
     _, samples, families = scrape(client)
     expected_families = {
@@ -119,14 +129,15 @@ def test_every_family_is_exported(client: httpx.Client) -> None:
 def test_capture_metrics_count_written_records(served: Any, client: httpx.Client) -> None:
     _, before, _ = scrape(client)
     client.post("/invoke", json={"parameters": {"n": 1}}).raise_for_status()
-    deadline = time.monotonic() + HANG_GUARD
-    while True:
+
+    def written_and_drained() -> Samples | None:
         _, after, _ = scrape(client)
         written = value(after, "serving_capture_events_total") - value(before, "serving_capture_events_total")
-        if written >= 1 and value(after, "serving_capture_queue_depth") == 0:
-            break
-        assert time.monotonic() < deadline, served.logs()[-3000:]
-        time.sleep(0.05)
+        return after if written >= 1 and value(after, "serving_capture_queue_depth") == 0 else None
+
+    after = wait_until(
+        written_and_drained, "the record to be written", timeout=HANG_GUARD, detail=served.stderr_detail
+    )
     batches = "serving_capture_batch_seconds_count"
     assert value(after, batches) > value(before, batches)
 

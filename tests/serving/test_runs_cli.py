@@ -180,6 +180,16 @@ def test_missing_store(tmp_path: Path) -> None:
     assert not (tmp_path / "runs.db").exists()  # reading never creates a store
 
 
+def test_errors_are_one_line_however_long_the_path(tmp_path: Path) -> None:
+    home = tmp_path / ("very-long-folder-name-" * 6) / "home"
+    env = {**os.environ, "SERVING_HOME": str(home), "COLUMNS": "60"}
+    done = subprocess.run(
+        [sys.executable, "-m", "serving", "runs", "list"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_non_sqlite_store_is_refused(tmp_path: Path) -> None:
     result = cli("runs", "list", home=tmp_path, SERVING_CAPTURE_URL="jsonl:-")
     assert result.returncode == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,34 @@ def test_access_log_off(daemon: Any) -> None:
     with httpx.Client(timeout=10) as client:
         assert client.post(f"{d.url}/invoke").status_code == 200
     assert all(e["event"] != "request" for e in d.log_events())
+
+
+@pytest.mark.parametrize("url", ["jsonl://", "jsonl:", "sqlite:///dev/null/store/runs.db"])
+def test_unopenable_capture_store_exits_2_with_one_line(run_serving: Any, url: str) -> None:
+    done = run_serving(HELLO, capture_url=url)
+    assert done.returncode == 2, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "SERVING_CAPTURE_URL" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_a_module_next_to_the_pipeline_cannot_shadow_the_daemons_own(daemon: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "hello.py").write_text((EXAMPLES / "hello.py").read_text())
+    (folder / "jobs.py").write_text("")  # a user module named like one of ours
+    d = daemon(f"{folder / 'hello.py'}:hello")
+    assert httpx.post(f"{d.url}/invoke", json={}).json()["outputs"] == {"greeting": "Hello World!"}
+
+
+def test_hypercorn_listens_with_a_deep_backlog(daemon: Any) -> None:
+    """Hypercorn re-listened with its default backlog of 100; 1000 SSE clients overflowed it."""
+    d = daemon(HELLO)
+    port = int(d.url.rsplit(":", 1)[1])
+    rows = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
+    assert rows, f"no listening socket on port {port}"
+    assert int(rows[2]) >= 2048  # Send-Q of a listening socket is its backlog
 
 
 # -- load_settings, in process ------------------------------------------------------------

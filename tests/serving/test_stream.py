@@ -443,6 +443,15 @@ def test_ws_invalid_message_gets_an_error_and_the_socket_stays_usable(
     assert end["job"]["status"] == "completed"
 
 
+def test_ws_survives_binary_frames_and_refuses_a_negative_after_seq(ws: Socket) -> None:
+    ws.conn.send(b'{"type":"cancel","job_id":"x"}')
+    assert ws.recv()["status"] == 404  # answered, socket still open
+    ws.conn.send(b"\xff\xfe")
+    assert ws.recv()["status"] == 400
+    ws.send({"type": "subscribe", "job_id": "x", "after_seq": -5})
+    assert ws.recv()["status"] == 422
+
+
 def test_ws_unknown_job_is_404(ws: Socket) -> None:
     for kind in ("subscribe", "cancel"):
         ws.send({"type": kind, "job_id": "nope"})
