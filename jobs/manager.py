@@ -26,7 +26,7 @@ from jobs.states import JobStatus, can_move
 from jobs.store import JobStore, MemoryJobStore
 from runtimes import Pipeline, RunResult, RunStatus, Runtime
 from runtimes import events as ev
-from runtimes.executor import new_id
+from runtimes.ids import new_id
 
 log = structlog.get_logger("jobs")
 _encoder = msgspec.json.Encoder()
