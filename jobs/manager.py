@@ -69,11 +69,15 @@ class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Active:
-    """What only this process knows about a job: its task, ticket and event log."""
+    """What only this process knows about a job: its live record, task, ticket and event log.
 
-    __slots__ = ("done", "events", "held_terminal", "params", "task", "ticket", "timeout")
+    `job` is the record the job's task updates; a store may hand out copies of it.
+    """
 
-    def __init__(self, events: JobEventLog, params: msgspec.Struct, timeout: float | None) -> None:
+    __slots__ = ("closing", "done", "events", "held_terminal", "job", "params", "task", "ticket", "timeout")
+
+    def __init__(self, job: Job, events: JobEventLog, params: msgspec.Struct, timeout: float | None) -> None:
+        self.job = job
         self.events = events
         self.params = params
         self.timeout = timeout
@@ -81,6 +85,8 @@ class _Active:
         self.ticket: Any = None
         self.done = asyncio.Event()
         self.held_terminal: ev.RunEvent | None = None
+        # Set by cancel() on a queued job: it writes the end and closes the job itself.
+        self.closing = False
 
 
 class JobManager:
@@ -223,7 +229,7 @@ class JobManager:
                     raise IdempotencyConflict(idempotency_key)
                 return existing, False
         events = JobEventLog(self.settings.events_max)
-        active = _Active(events, params, timeout)
+        active = _Active(job, events, params, timeout)
         active.ticket = ticket
         self._active[job_id] = active
         self._logs[job_id] = events
@@ -246,8 +252,9 @@ class JobManager:
         try:
             await active.ticket.wait()
         except asyncio.CancelledError:
-            active.done.set()
-            self._active.pop(job.job_id, None)
+            if not active.closing:
+                active.done.set()
+                self._active.pop(job.job_id, None)
             return
         started = time.perf_counter()
         try:
@@ -308,6 +315,33 @@ class JobManager:
         *,
         result: RunResult | None = None,
         error: str | None = None,
+    ) -> None:
+        """Write the job's terminal record, then append its terminal event.
+
+        Waits for both even when the calling task is cancelled meanwhile (shutdown
+        cancelling a job that is already finishing, or a second cancel), and re-raises
+        the cancellation afterwards: an end that is not recorded leaves the job running
+        forever and its subscribers without an end. arq shields its `finish_failed_job`
+        for the same reason; it matters once a store write is a network round trip.
+        Raises CancelledError only then, or when the write itself is cancelled (the
+        event loop is closing).
+        """
+        write = asyncio.ensure_future(self._record_end(job, active, status, result, error))
+        cancelled = False
+        while True:
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                if write.done():
+                    raise
+                cancelled = True
+                continue
+            break
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _record_end(
+        self, job: Job, active: _Active, status: JobStatus, result: RunResult | None, error: str | None
     ) -> None:
         job.status = status
         job.finished_at = utc_now()
@@ -379,17 +413,23 @@ class JobManager:
         """
         job = await self.get(job_id)
         active = self._active.get(job_id)
+        if active is not None:
+            job = active.job  # the record its task finishes, not a copy from the store
         if job.status.finished or active is None:
             raise JobFinished(job)
         job.cancel_reason = reason
         if job.status is JobStatus.queued:
+            # The task may never start now, so it cannot clean up after itself; and it
+            # must not mark the job done before its end is recorded.
+            active.closing = True
             active.ticket.cancel()
-            await self._finish(job, active, JobStatus.canceled, error=f"canceled: {reason}")
-            if active.task is not None:
-                active.task.cancel()
-            # The task may never start now, so it cannot clean up after itself.
-            active.done.set()
-            self._active.pop(job_id, None)
+            try:
+                await self._finish(job, active, JobStatus.canceled, error=f"canceled: {reason}")
+            finally:
+                if active.task is not None:
+                    active.task.cancel()
+                active.done.set()
+                self._active.pop(job_id, None)
             return job
         if active.task is not None:
             active.task.cancel()
@@ -400,14 +440,19 @@ class JobManager:
         return job
 
     async def wait(self, job_id: str, timeout: float) -> Job:
-        """Wait until the job finishes or `timeout` passes; returns its record either way."""
+        """Wait until the job finishes or `timeout` passes; returns its record either way.
+
+        The record is read again after waiting: a store that keeps copies (a networked
+        one) does not show the manager's later changes on a record read before.
+        """
         job = await self.get(job_id)
         active = self._active.get(job_id)
-        if active is not None and not job.status.finished:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await active.done.wait()
-        return job
+        if active is None or job.status.finished:
+            return job
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await active.done.wait()
+        return await self.store.get(job_id) or job  # `or`: evicted meanwhile (a tiny TTL)
 
     async def delete(self, job_id: str) -> None:
         job = await self.get(job_id)
