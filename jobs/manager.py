@@ -150,8 +150,7 @@ class JobManager:
         Cancelling the caller (a client that disconnected) cancels the run.
         """
         limiter = self.limiter
-        if limiter.running < limiter.max_concurrency and not limiter.queued:
-            limiter.running += 1  # the common case, without a Ticket
+        if limiter.try_acquire():  # the common case, without a Ticket
             try:
                 return await self._run_now(params, run_name, timeout)
             finally:
