@@ -470,14 +470,9 @@ class JobManager:
             raise JobNotFound(job_id)
         return events.read(after_seq)
 
-    def status_counts(self) -> dict[JobStatus, int]:
-        """Kept jobs by status (from the in-process store; for metrics)."""
-        counts: dict[JobStatus, int] = {}
-        jobs = getattr(self.store, "_jobs", None)
-        if jobs is not None:
-            for job in jobs.values():
-                counts[job.status] = counts.get(job.status, 0) + 1
-        return counts
+    async def status_counts(self) -> dict[JobStatus, int]:
+        """Kept jobs by status, as the store counts them; for metrics."""
+        return await self.store.count_by_status()
 
     def counts(self) -> dict[str, int]:
         return {"running": self.limiter.running, "queued": self.limiter.queued}

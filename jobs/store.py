@@ -45,6 +45,10 @@ class JobStore(Protocol):
 
     async def count(self) -> int: ...
 
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        """Kept records by status (statuses with none may be left out); for metrics."""
+        ...
+
 
 class MemoryJobStore:
     """Records in a dict, in creation order; finished ones also in finish order."""
@@ -116,3 +120,9 @@ class MemoryJobStore:
 
     async def count(self) -> int:
         return len(self._jobs)
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        counts: dict[JobStatus, int] = {}
+        for job in self._jobs.values():
+            counts[job.status] = counts.get(job.status, 0) + 1
+        return counts

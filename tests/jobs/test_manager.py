@@ -1004,3 +1004,16 @@ async def test_cancelling_a_queued_job_closes_it_only_once_its_end_is_recorded(r
         assert (await finished(manager, blocker.job_id)).status is JobStatus.completed
     finally:
         await manager.stop(grace=GUARD)
+
+
+async def test_status_counts_are_the_stores_own(make_manager: Any, runtime: Runtime) -> None:
+    class Counting(MemoryJobStore):
+        """A store that counts elsewhere (a database's GROUP BY, say)."""
+
+        async def count_by_status(self) -> dict[JobStatus, int]:
+            return {JobStatus.failed: 7}
+
+    assert await JobManager(one, runtime, store=Counting()).status_counts() == {JobStatus.failed: 7}
+    manager = await make_manager(one)
+    await finished(manager, (await submit(manager, name="a")).job_id)
+    assert await manager.status_counts() == {JobStatus.completed: 1}
