@@ -350,6 +350,7 @@ class JobManager:
             metrics.invocation_duration.observe((), result.execution_time)
         if result is not None:
             job.execution_time = result.execution_time
+            job.run_status = result.status
             job.error = result.error
             job.run_name = result.run_name
             job.result = InvocationResponse(

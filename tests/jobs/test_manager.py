@@ -252,6 +252,7 @@ async def test_job_runs_to_completion_with_a_full_record(make_manager: Any) -> N
     assert isinstance(done.execution_time, float) and done.execution_time >= 0
     result = done.result
     assert result is not None and result.success and result.error is None
+    assert done.run_status is RunStatus.completed
     assert result.outputs == {"name": "ada"}
     assert result.metadata.run_id == done.run_id
     assert result.metadata.pipeline_name == "one"
@@ -309,6 +310,7 @@ async def test_failing_run_fails_the_job_with_the_error(make_manager: Any) -> No
     assert done.status is JobStatus.failed
     assert "boom" in done.error
     assert done.result is not None and done.result.success is False and done.result.outputs is None
+    assert done.run_status is RunStatus.failed
     assert done.result.error == done.error
     assert types(await events_of(manager, job.job_id))[-2:] == ["step_failed", "run_failed"]
 
@@ -318,7 +320,7 @@ async def test_run_timeout_fails_the_job_as_timed_out(make_manager: Any) -> None
     job, _ = await manager.submit(one.parse_parameters({"block": True}), timeout=0.05)
     done = await finished(manager, job.job_id)
     assert done.status is JobStatus.failed
-    assert done.timed_out
+    assert done.run_status is RunStatus.timed_out
     assert types(await events_of(manager, job.job_id))[-1] == "run_failed"
 
 
@@ -366,7 +368,7 @@ async def test_cancel_running_job_cancels_its_step(make_manager: Any) -> None:
     canceled = await manager.cancel(job.job_id, "stop it", wait=GUARD)
     assert canceled.status is JobStatus.canceled
     assert canceled.cancel_reason == "stop it" and canceled.error == "canceled: stop it"
-    assert canceled.started_at is not None and canceled.result is None
+    assert canceled.started_at is not None and canceled.result is None and canceled.run_status is None
     assert CTRL.cancelled == ["r"]
     assert manager.counts() == {"running": 0, "queued": 0}
     events = await events_of(manager, job.job_id)
