@@ -32,10 +32,11 @@ EventCallback = Callable[[ev.RunEvent], None]
 
 
 class RunStatus(enum.StrEnum):
+    """How a run that returned ended; a canceled run returns nothing (CancelledError)."""
+
     completed = "completed"
     failed = "failed"
     timed_out = "timed_out"
-    canceled = "canceled"
 
 
 class RunResult:
