@@ -8,6 +8,7 @@ running jobs are never evicted.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import time
 from typing import Protocol
@@ -39,7 +40,7 @@ class JobStore(Protocol):
         """The (job_id, fingerprint) an idempotency key is bound to, if any."""
         ...
 
-    async def evict(self, ttl: float, max_jobs: int) -> list[str]:
+    async def evict(self, ttl: float, max_jobs: int) -> builtins.list[str]:
         """Drop expired and excess finished jobs; returns their ids."""
         ...
 
@@ -107,8 +108,8 @@ class MemoryJobStore:
     async def lookup_key(self, key: str) -> tuple[str, str] | None:
         return self._keys.get(key)
 
-    async def evict(self, ttl: float, max_jobs: int) -> list[str]:
-        evicted: list[str] = []
+    async def evict(self, ttl: float, max_jobs: int) -> builtins.list[str]:
+        evicted: builtins.list[str] = []  # `list` is the method above, in this class
         deadline = time.monotonic() - ttl
         while self._finished:
             job_id, finished = next(iter(self._finished.items()))

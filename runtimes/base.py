@@ -99,7 +99,7 @@ def create_runtime(name: str, options: RuntimeOptions | None = None) -> Runtime:
 
 def _from_entry_point(name: str) -> RuntimeFactory | None:
     for entry in entry_points(group=ENTRY_POINT_GROUP, name=name):
-        factory = entry.load()
+        factory: RuntimeFactory = entry.load()
         register_runtime(name, factory)
-        return factory  # type: ignore[no-any-return]
+        return factory
     return None
