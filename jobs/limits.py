@@ -87,8 +87,16 @@ class Limiter:
         self._waiters.append(waiter)
         return Ticket(self, waiter)
 
+    def try_acquire(self) -> bool:
+        """Take a slot directly if one is free and nobody is queued; give it back with
+        `release_slot()`. The fast path of sync runs: no Ticket, no future."""
+        if self.running < self.max_concurrency and not self._waiters:
+            self.running += 1
+            return True
+        return False
+
     def release_slot(self) -> None:
-        """Give back a slot taken directly (see JobManager.run_sync's fast path)."""
+        """Give back a slot taken by `try_acquire()`; the next in line gets it."""
         self._release()
 
     def _release(self) -> None:

@@ -26,7 +26,7 @@ from jobs.states import JobStatus, can_move
 from jobs.store import JobStore, MemoryJobStore
 from runtimes import Pipeline, RunResult, RunStatus, Runtime
 from runtimes import events as ev
-from runtimes.executor import new_id
+from runtimes.ids import new_id
 
 log = structlog.get_logger("jobs")
 _encoder = msgspec.json.Encoder()
@@ -69,11 +69,15 @@ class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Active:
-    """What only this process knows about a job: its task, ticket and event log."""
+    """What only this process knows about a job: its live record, task, ticket and event log.
 
-    __slots__ = ("done", "events", "held_terminal", "params", "task", "ticket", "timeout")
+    `job` is the record the job's task updates; a store may hand out copies of it.
+    """
 
-    def __init__(self, events: JobEventLog, params: msgspec.Struct, timeout: float | None) -> None:
+    __slots__ = ("closing", "done", "events", "held_terminal", "job", "params", "task", "ticket", "timeout")
+
+    def __init__(self, job: Job, events: JobEventLog, params: msgspec.Struct, timeout: float | None) -> None:
+        self.job = job
         self.events = events
         self.params = params
         self.timeout = timeout
@@ -81,6 +85,8 @@ class _Active:
         self.ticket: Any = None
         self.done = asyncio.Event()
         self.held_terminal: ev.RunEvent | None = None
+        # Set by cancel() on a queued job: it writes the end and closes the job itself.
+        self.closing = False
 
 
 class JobManager:
@@ -144,8 +150,7 @@ class JobManager:
         Cancelling the caller (a client that disconnected) cancels the run.
         """
         limiter = self.limiter
-        if limiter.running < limiter.max_concurrency and not limiter.queued:
-            limiter.running += 1  # the common case, without a Ticket
+        if limiter.try_acquire():  # the common case, without a Ticket
             try:
                 return await self._run_now(params, run_name, timeout)
             finally:
@@ -223,7 +228,7 @@ class JobManager:
                     raise IdempotencyConflict(idempotency_key)
                 return existing, False
         events = JobEventLog(self.settings.events_max)
-        active = _Active(events, params, timeout)
+        active = _Active(job, events, params, timeout)
         active.ticket = ticket
         self._active[job_id] = active
         self._logs[job_id] = events
@@ -246,8 +251,9 @@ class JobManager:
         try:
             await active.ticket.wait()
         except asyncio.CancelledError:
-            active.done.set()
-            self._active.pop(job.job_id, None)
+            if not active.closing:
+                active.done.set()
+                self._active.pop(job.job_id, None)
             return
         started = time.perf_counter()
         try:
@@ -309,6 +315,33 @@ class JobManager:
         result: RunResult | None = None,
         error: str | None = None,
     ) -> None:
+        """Write the job's terminal record, then append its terminal event.
+
+        Waits for both even when the calling task is cancelled meanwhile (shutdown
+        cancelling a job that is already finishing, or a second cancel), and re-raises
+        the cancellation afterwards: an end that is not recorded leaves the job running
+        forever and its subscribers without an end. arq shields its `finish_failed_job`
+        for the same reason; it matters once a store write is a network round trip.
+        Raises CancelledError only then, or when the write itself is cancelled (the
+        event loop is closing).
+        """
+        write = asyncio.ensure_future(self._record_end(job, active, status, result, error))
+        cancelled = False
+        while True:
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                if write.done():
+                    raise
+                cancelled = True
+                continue
+            break
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _record_end(
+        self, job: Job, active: _Active, status: JobStatus, result: RunResult | None, error: str | None
+    ) -> None:
         job.status = status
         job.finished_at = utc_now()
         outcome = status.value if result is None else result.status.value
@@ -317,6 +350,7 @@ class JobManager:
             metrics.invocation_duration.observe((), result.execution_time)
         if result is not None:
             job.execution_time = result.execution_time
+            job.run_status = result.status
             job.error = result.error
             job.run_name = result.run_name
             job.result = InvocationResponse(
@@ -379,17 +413,23 @@ class JobManager:
         """
         job = await self.get(job_id)
         active = self._active.get(job_id)
+        if active is not None:
+            job = active.job  # the record its task finishes, not a copy from the store
         if job.status.finished or active is None:
             raise JobFinished(job)
         job.cancel_reason = reason
         if job.status is JobStatus.queued:
+            # The task may never start now, so it cannot clean up after itself; and it
+            # must not mark the job done before its end is recorded.
+            active.closing = True
             active.ticket.cancel()
-            await self._finish(job, active, JobStatus.canceled, error=f"canceled: {reason}")
-            if active.task is not None:
-                active.task.cancel()
-            # The task may never start now, so it cannot clean up after itself.
-            active.done.set()
-            self._active.pop(job_id, None)
+            try:
+                await self._finish(job, active, JobStatus.canceled, error=f"canceled: {reason}")
+            finally:
+                if active.task is not None:
+                    active.task.cancel()
+                active.done.set()
+                self._active.pop(job_id, None)
             return job
         if active.task is not None:
             active.task.cancel()
@@ -400,14 +440,19 @@ class JobManager:
         return job
 
     async def wait(self, job_id: str, timeout: float) -> Job:
-        """Wait until the job finishes or `timeout` passes; returns its record either way."""
+        """Wait until the job finishes or `timeout` passes; returns its record either way.
+
+        The record is read again after waiting: a store that keeps copies (a networked
+        one) does not show the manager's later changes on a record read before.
+        """
         job = await self.get(job_id)
         active = self._active.get(job_id)
-        if active is not None and not job.status.finished:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await active.done.wait()
-        return job
+        if active is None or job.status.finished:
+            return job
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await active.done.wait()
+        return await self.store.get(job_id) or job  # `or`: evicted meanwhile (a tiny TTL)
 
     async def delete(self, job_id: str) -> None:
         job = await self.get(job_id)
@@ -426,14 +471,9 @@ class JobManager:
             raise JobNotFound(job_id)
         return events.read(after_seq)
 
-    def status_counts(self) -> dict[JobStatus, int]:
-        """Kept jobs by status (from the in-process store; for metrics)."""
-        counts: dict[JobStatus, int] = {}
-        jobs = getattr(self.store, "_jobs", None)
-        if jobs is not None:
-            for job in jobs.values():
-                counts[job.status] = counts.get(job.status, 0) + 1
-        return counts
+    async def status_counts(self) -> dict[JobStatus, int]:
+        """Kept jobs by status, as the store counts them; for metrics."""
+        return await self.store.count_by_status()
 
     def counts(self) -> dict[str, int]:
         return {"running": self.limiter.running, "queued": self.limiter.queued}

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from jobs.states import JobStatus
+from runtimes.executor import RunStatus
 
 
 class InvocationMetadata(msgspec.Struct, kw_only=True):
@@ -43,7 +44,12 @@ class JobProgress(msgspec.Struct, kw_only=True):
 
 
 class Job(msgspec.Struct, kw_only=True):
-    """One async invocation. Timestamps are RFC 3339 UTC; durations are seconds."""
+    """One async invocation. Timestamps are RFC 3339 UTC; durations are seconds.
+
+    `run_status` is the run's own outcome once it produced a result (None before, and
+    for jobs canceled or crashed without one): `failed` alone cannot tell a timeout,
+    which the HTTP edge answers with 504, from a failing step.
+    """
 
     job_id: str
     status: JobStatus
@@ -60,7 +66,4 @@ class Job(msgspec.Struct, kw_only=True):
     cancel_reason: str | None = None
     progress: JobProgress = msgspec.field(default_factory=JobProgress)
     idempotency_key: str | None = None
-
-    @property
-    def timed_out(self) -> bool:
-        return self.status is JobStatus.failed and (self.error or "").startswith("run timed out")
+    run_status: RunStatus | None = None

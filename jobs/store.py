@@ -8,6 +8,7 @@ running jobs are never evicted.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import time
 from typing import Protocol
@@ -39,11 +40,15 @@ class JobStore(Protocol):
         """The (job_id, fingerprint) an idempotency key is bound to, if any."""
         ...
 
-    async def evict(self, ttl: float, max_jobs: int) -> list[str]:
+    async def evict(self, ttl: float, max_jobs: int) -> builtins.list[str]:
         """Drop expired and excess finished jobs; returns their ids."""
         ...
 
     async def count(self) -> int: ...
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        """Kept records by status (statuses with none may be left out); for metrics."""
+        ...
 
 
 class MemoryJobStore:
@@ -103,8 +108,8 @@ class MemoryJobStore:
     async def lookup_key(self, key: str) -> tuple[str, str] | None:
         return self._keys.get(key)
 
-    async def evict(self, ttl: float, max_jobs: int) -> list[str]:
-        evicted: list[str] = []
+    async def evict(self, ttl: float, max_jobs: int) -> builtins.list[str]:
+        evicted: builtins.list[str] = []  # `list` is the method above, in this class
         deadline = time.monotonic() - ttl
         while self._finished:
             job_id, finished = next(iter(self._finished.items()))
@@ -116,3 +121,9 @@ class MemoryJobStore:
 
     async def count(self) -> int:
         return len(self._jobs)
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        counts: dict[JobStatus, int] = {}
+        for job in self._jobs.values():
+            counts[job.status] = counts.get(job.status, 0) + 1
+        return counts

@@ -7,8 +7,10 @@ picks one by name from `SERVING_RUNTIME`. Third parties register theirs with
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -17,11 +19,22 @@ from runtimes.executor import EventCallback, RunResult
 from runtimes.pipeline import Pipeline
 
 
+def default_capture_url() -> str:
+    """`$SERVING_HOME/runs.db` as an absolute sqlite URL, the home read as the daemon's
+    settings read it (stripped, empty means unset, `~` expanded).
+
+    The sink takes a URL's path literally, so `sqlite:///~/.serving/runs.db` named the
+    directory `/~`: a `RealtimeRuntime()` built in a script wrote outside the home.
+    """
+    home = os.environ.get("SERVING_HOME", "").strip() or "~/.serving"
+    return f"sqlite://{(Path(home).expanduser() / 'runs.db').resolve()}"
+
+
 class RuntimeOptions(msgspec.Struct, frozen=True, kw_only=True):
     """What the daemon's settings tell a runtime; kept here so runtimes never import serving."""
 
     max_threads: int = 32
-    capture_url: str = "sqlite:///~/.serving/runs.db"
+    capture_url: str = msgspec.field(default_factory=default_capture_url)
     capture_max_bytes: int = 4096
     capture_queue_size: int = 10_000
     capture_batch_size: int = 500
@@ -86,7 +99,7 @@ def create_runtime(name: str, options: RuntimeOptions | None = None) -> Runtime:
 
 def _from_entry_point(name: str) -> RuntimeFactory | None:
     for entry in entry_points(group=ENTRY_POINT_GROUP, name=name):
-        factory = entry.load()
+        factory: RuntimeFactory = entry.load()
         register_runtime(name, factory)
-        return factory  # type: ignore[no-any-return]
+        return factory
     return None

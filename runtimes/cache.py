@@ -46,8 +46,8 @@ def _canonical(value: Any) -> Any:
         fields = value.__struct_fields__
         return ["R", _type_name(value), [_canonical(getattr(value, f)) for f in fields]]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = [f.name for f in dataclasses.fields(value)]
-        return ["R", _type_name(value), [_canonical(getattr(value, f)) for f in fields]]
+        names = [f.name for f in dataclasses.fields(value)]
+        return ["R", _type_name(value), [_canonical(getattr(value, f)) for f in names]]
     if isinstance(value, (datetime.date, datetime.time, datetime.timedelta, uuid.UUID, decimal.Decimal)):
         return ["V", _type_name(value), str(value)]
     raise TypeError(f"{type(value).__name__} is not cacheable")

@@ -98,7 +98,7 @@ def install() -> None:
     with _lock:
         if _installed:
             return
-        sys.stdout = _Tee(sys.stdout, "stdout")  # type: ignore[assignment]
-        sys.stderr = _Tee(sys.stderr, "stderr")  # type: ignore[assignment]
+        sys.stdout = _Tee(sys.stdout, "stdout")
+        sys.stderr = _Tee(sys.stderr, "stderr")
         logging.getLogger().addHandler(_StepLogHandler(level=logging.DEBUG))
         _installed = True

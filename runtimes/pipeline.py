@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import typing
 import warnings
@@ -112,12 +113,12 @@ def _field(param: Parameter) -> tuple[str, Any, Any]:
     default = param.default
     if pydantic_model(param.type) is not None:
         dumped = default.model_dump(mode="json") if not isinstance(default, dict) else default
-        return (param.name, ftype, msgspec.field(default_factory=lambda d=dumped: copy.deepcopy(d)))
+        return (param.name, ftype, msgspec.field(default_factory=functools.partial(copy.deepcopy, dumped)))
     if isinstance(default, _IMMUTABLE) or (
         isinstance(default, msgspec.Struct) and type(default).__struct_config__.frozen
     ):
         return (param.name, ftype, default)
-    return (param.name, ftype, msgspec.field(default_factory=lambda d=default: copy.deepcopy(d)))
+    return (param.name, ftype, msgspec.field(default_factory=functools.partial(copy.deepcopy, default)))
 
 
 class Pipeline:
@@ -183,6 +184,7 @@ class Pipeline:
             raise PipelineDefinitionError(
                 f"{where}: returns nothing; return a step's handle, a tuple or a dict of handles"
             )
+        pairs: list[tuple[Any, Any]]  # (key, handle), both checked below
         if isinstance(returned, Handle):
             shape, pairs = "single", [(returned.output, returned)]
         elif isinstance(returned, tuple):
@@ -226,7 +228,8 @@ class Pipeline:
         if isinstance(params, self.input_type):
             return params
         try:
-            return msgspec.convert(dict(params), self.input_type, strict=False)
+            values = msgspec.structs.asdict(params) if isinstance(params, msgspec.Struct) else dict(params)
+            return msgspec.convert(values, self.input_type, strict=False)
         except msgspec.ValidationError as exc:
             loc, msg = split_validation_error(exc, prefix="")
             if not loc and "unknown field" in msg:  # name the parameter, as /invoke does
@@ -243,7 +246,10 @@ class Pipeline:
                 try:
                     values[name] = model.model_validate(values[name])
                 except Exception as exc:  # pydantic.ValidationError, kept optional
-                    for err in getattr(exc, "errors", lambda: [])() or [{"loc": (), "msg": str(exc)}]:
+                    details: list[dict[str, Any]] = getattr(exc, "errors", list)() or [
+                        {"loc": (), "msg": str(exc)}
+                    ]
+                    for err in details:
                         loc = ".".join(str(p) for p in (name, *err.get("loc", ())))
                         errors.append((loc, err.get("msg", str(exc))))
             if errors:
@@ -326,6 +332,7 @@ class Pipeline:
             await runtime.stop()
         if result.exception is not None:
             raise result.exception
+        assert result.outputs is not None  # a run that raised nothing completed
         return self.shape_outputs(result.outputs)
 
 

@@ -26,8 +26,9 @@ from capture.sinks import Sink, sink_from_url
 from runtimes import logcapture
 from runtimes.base import RuntimeOptions, register_runtime
 from runtimes.cache import StepCache
-from runtimes.executor import DagExecutor, EventCallback, RunResult, RunStatus, default_run_name, new_id
+from runtimes.executor import DagExecutor, EventCallback, RunResult, RunStatus, default_run_name
 from runtimes.graph import StepNode
+from runtimes.ids import new_id
 from runtimes.pipeline import Pipeline
 from runtimes.progress import StepScope
 from runtimes.visualize import Visualization

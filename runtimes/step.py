@@ -128,7 +128,7 @@ class Step:
         self.outputs = outputs_of(fn, self.name)
         # A step with several named outputs must return a tuple of exactly that many.
         self.tuple_size = len(self.outputs) if self.outputs[0].index is not None else 0
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
         return f"<step {self.name}>"

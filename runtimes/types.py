@@ -13,9 +13,12 @@ import enum
 import types
 import typing
 import uuid
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import msgspec
+
+if TYPE_CHECKING:  # pydantic is optional at run time; the dev tools have it
+    from pydantic import BaseModel
 
 _SCALARS: frozenset[Any] = frozenset(
     {
@@ -35,7 +38,7 @@ _SCALARS: frozenset[Any] = frozenset(
 _SEQUENCES: frozenset[Any] = frozenset({list, tuple, set, frozenset})
 
 
-def pydantic_model(tp: Any) -> type | None:
+def pydantic_model(tp: Any) -> type[BaseModel] | None:
     """Return `tp` if it is a pydantic model class; pydantic stays an optional import."""
     try:
         from pydantic import BaseModel

@@ -373,7 +373,7 @@ class InvokeEndpoint:
         status = (
             RunStatus.completed
             if result.success
-            else (RunStatus.timed_out if job.timed_out else RunStatus.failed)
+            else (RunStatus.timed_out if job.run_status is RunStatus.timed_out else RunStatus.failed)
         )
         return self._reply(
             status,

@@ -48,14 +48,22 @@ class HttpMetrics:
 
 
 class JobsCollector(Collector):
-    """Gauges read at scrape time from the job manager: no bookkeeping per request."""
+    """Gauges read at scrape time from the job manager: no bookkeeping per request.
+
+    Job counts come from the store, which may be a network call away, and collect()
+    cannot await: `metrics_endpoint` awaits `refresh()` first.
+    """
 
     def __init__(self, manager: JobManager) -> None:
         self.manager = manager
+        self.job_counts: dict[JobStatus, int] = {}
+
+    async def refresh(self) -> None:
+        self.job_counts = await self.manager.status_counts()
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("serving_jobs", "Jobs kept, by status", labels=["status"])
-        counts = self.manager.status_counts()
+        counts = self.job_counts
         for status in JobStatus:
             jobs.add_metric([status.value], counts.get(status, 0))
         yield jobs
@@ -83,4 +91,6 @@ def register_jobs_collector(manager: JobManager) -> None:
 async def metrics_endpoint(request: Request) -> Response:
     # Prometheus scrapers say which exposition versions they accept; answer in one of them.
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    if _collector is not None:
+        await _collector.refresh()
     return Response(encoder(REGISTRY), media_type=content_type)

@@ -12,7 +12,7 @@ import time
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runtimes.executor import new_id
+from runtimes.ids import new_id
 from serving.logs import AccessLog, request_id_var
 from serving.metrics import HttpMetrics
 from serving.problems import PROBLEM_CONTENT_TYPE

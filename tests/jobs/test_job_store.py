@@ -115,3 +115,24 @@ async def test_finish_time_is_recorded_once() -> None:
     await store.put(second)
     await store.put(first)  # a later update does not make it "newer"
     assert await store.evict(3600.0, 1) == ["job1"]
+
+
+async def test_count_by_status_counts_kept_records() -> None:
+    store = MemoryJobStore()
+    assert await store.count_by_status() == {}
+    for n, status in enumerate(
+        [JobStatus.queued, JobStatus.running, JobStatus.completed, JobStatus.completed]
+    ):
+        await store.put(make_job(n, status))
+    assert await store.count_by_status() == {
+        JobStatus.queued: 1,
+        JobStatus.running: 1,
+        JobStatus.completed: 2,
+    }
+    await store.put(make_job(0, JobStatus.canceled))  # an update moves a record, never adds one
+    await store.delete("job2")
+    assert await store.count_by_status() == {
+        JobStatus.canceled: 1,
+        JobStatus.running: 1,
+        JobStatus.completed: 1,
+    }

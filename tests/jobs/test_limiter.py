@@ -173,3 +173,19 @@ async def test_cancelled_waiting_task_frees_its_place() -> None:
     assert limiter.queued == 0
     holder.release()
     assert (limiter.running, limiter.queued) == (0, 0)
+
+
+async def test_try_acquire_takes_a_free_slot_and_release_slot_hands_it_on() -> None:
+    limiter = Limiter(max_concurrency=1, max_queue=1)
+    assert limiter.try_acquire()
+    assert limiter.running == 1
+    assert not limiter.try_acquire()  # no free slot
+    queued = limiter.reserve()
+    assert not queued.granted
+    assert not limiter.try_acquire()  # and none for a newcomer while someone waits
+    limiter.release_slot()  # straight to the one in line, not back to the pool
+    async with asyncio.timeout(GUARD):
+        await queued.wait()
+    assert (limiter.running, limiter.queued) == (1, 0)
+    queued.release()
+    assert limiter.running == 0

@@ -261,6 +261,7 @@ async def test_job_runs_to_completion_with_a_full_record(make_manager: Any) -> N
     assert isinstance(done.execution_time, float) and done.execution_time >= 0
     result = done.result
     assert result is not None and result.success and result.error is None
+    assert done.run_status is RunStatus.completed
     assert result.outputs == {"name": "ada"}
     assert result.metadata.run_id == done.run_id
     assert result.metadata.pipeline_name == "one"
@@ -318,6 +319,7 @@ async def test_failing_run_fails_the_job_with_the_error(make_manager: Any) -> No
     assert done.status is JobStatus.failed
     assert "boom" in done.error
     assert done.result is not None and done.result.success is False and done.result.outputs is None
+    assert done.run_status is RunStatus.failed
     assert done.result.error == done.error
     assert types(await events_of(manager, job.job_id))[-2:] == ["step_failed", "run_failed"]
 
@@ -327,7 +329,7 @@ async def test_run_timeout_fails_the_job_as_timed_out(make_manager: Any) -> None
     job, _ = await manager.submit(one.parse_parameters({"block": True}), timeout=0.05)
     done = await finished(manager, job.job_id)
     assert done.status is JobStatus.failed
-    assert done.timed_out
+    assert done.run_status is RunStatus.timed_out
     assert types(await events_of(manager, job.job_id))[-1] == "run_failed"
 
 
@@ -375,7 +377,7 @@ async def test_cancel_running_job_cancels_its_step(make_manager: Any) -> None:
     canceled = await manager.cancel(job.job_id, "stop it", wait=GUARD)
     assert canceled.status is JobStatus.canceled
     assert canceled.cancel_reason == "stop it" and canceled.error == "canceled: stop it"
-    assert canceled.started_at is not None and canceled.result is None
+    assert canceled.started_at is not None and canceled.result is None and canceled.run_status is None
     assert CTRL.cancelled == ["r"]
     assert manager.counts() == {"running": 0, "queued": 0}
     events = await events_of(manager, job.job_id)
@@ -892,3 +894,123 @@ async def test_cancel_right_after_submit_releases_the_job(runtime: Runtime) -> N
     await finished(manager, blocker.job_id)
     async with asyncio.timeout(GUARD):  # nothing is left running: stop returns at once
         await manager.stop(grace=60)
+
+
+# -- a store that is a network round trip away ----------------------------------------------
+
+
+class RemoteLikeStore(MemoryJobStore):
+    """Keeps copies of records, as a networked store does (the manager's own `Job` is not
+    what `get` returns), and holds every write of a finished record until `go` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finishing = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def put(self, job: Job) -> None:
+        if job.status.finished:
+            self.finishing.set()
+            await self.go.wait()
+        await super().put(msgspec.structs.replace(job))
+
+    async def get(self, job_id: str) -> Job | None:
+        job = await super().get(job_id)
+        return None if job is None else msgspec.structs.replace(job)
+
+
+def job_task(job: Job) -> asyncio.Task[Any]:
+    """The task driving a job, as a loop shutting down would find it."""
+    (task,) = [t for t in asyncio.all_tasks() if t.get_name() == f"job:{job.job_id}"]
+    return task
+
+
+async def test_wait_returns_the_record_as_it_is_after_the_job_finished(runtime: Runtime) -> None:
+    store = RemoteLikeStore()
+    store.go.set()
+    manager = JobManager(one, runtime, JobSettings(), store=store)
+    await manager.start()
+    try:
+        job = await submit(manager, name="w", block=True)
+        await started("w")
+        waiting = asyncio.create_task(manager.wait(job.job_id, GUARD))
+        CTRL.release["w"].set()
+        async with asyncio.timeout(GUARD):
+            done = await waiting
+        assert done.status is JobStatus.completed  # not the copy read before waiting
+    finally:
+        await manager.stop(grace=GUARD)
+
+
+async def test_a_job_cancelled_again_while_finishing_still_records_its_end(runtime: Runtime) -> None:
+    """Shutdown cancelling a job whose cancel is being written must not lose the write."""
+    store = RemoteLikeStore()
+    manager = JobManager(one, runtime, JobSettings(), store=store)
+    await manager.start()
+    try:
+        job = await submit(manager, name="r", block=True)
+        await started("r")
+        await manager.cancel(job.job_id, "first", wait=0)
+        async with asyncio.timeout(GUARD):
+            await store.finishing.wait()  # the job's task is writing its canceled record
+        job_task(job).cancel()  # the second cancel: the event loop closing, say
+        store.go.set()
+        done = await finished(manager, job.job_id)
+        assert done.status is JobStatus.canceled and done.error == "canceled: first"
+        events = await events_of(manager, job.job_id)
+        assert types(events)[-1] == "run_canceled" and events[-1]["reason"] == "first"
+    finally:
+        await manager.stop(grace=GUARD)
+
+
+async def test_a_job_finishing_its_result_when_cancelled_still_records_its_end(runtime: Runtime) -> None:
+    store = RemoteLikeStore()
+    manager = JobManager(one, runtime, JobSettings(), store=store)
+    await manager.start()
+    try:
+        job = await submit(manager, name="c")
+        async with asyncio.timeout(GUARD):
+            await store.finishing.wait()  # the run completed; its result is being written
+        job_task(job).cancel()
+        store.go.set()
+        done = await finished(manager, job.job_id)
+        assert done.status is JobStatus.completed and done.result is not None
+        assert types(await events_of(manager, job.job_id))[-1] == "run_completed"
+    finally:
+        await manager.stop(grace=GUARD)
+
+
+async def test_cancelling_a_queued_job_closes_it_only_once_its_end_is_recorded(runtime: Runtime) -> None:
+    store = RemoteLikeStore()
+    manager = JobManager(one, runtime, JobSettings(max_concurrency=1), store=store)
+    await manager.start()
+    try:
+        blocker = await submit(manager, name="a", block=True)
+        await started("a")
+        queued = await submit(manager, name="b")
+        canceling = asyncio.create_task(manager.cancel(queued.job_id, "not needed"))
+        async with asyncio.timeout(GUARD):
+            await store.finishing.wait()
+        waiting = asyncio.create_task(manager.wait(queued.job_id, GUARD))
+        store.go.set()
+        async with asyncio.timeout(GUARD):
+            await canceling
+            assert (await waiting).status is JobStatus.canceled
+        assert types(await events_of(manager, queued.job_id)) == ["run_canceled"]
+        CTRL.release["a"].set()
+        assert (await finished(manager, blocker.job_id)).status is JobStatus.completed
+    finally:
+        await manager.stop(grace=GUARD)
+
+
+async def test_status_counts_are_the_stores_own(make_manager: Any, runtime: Runtime) -> None:
+    class Counting(MemoryJobStore):
+        """A store that counts elsewhere (a database's GROUP BY, say)."""
+
+        async def count_by_status(self) -> dict[JobStatus, int]:
+            return {JobStatus.failed: 7}
+
+    assert await JobManager(one, runtime, store=Counting()).status_counts() == {JobStatus.failed: 7}
+    manager = await make_manager(one)
+    await finished(manager, (await submit(manager, name="a")).job_id)
+    assert await manager.status_counts() == {JobStatus.completed: 1}

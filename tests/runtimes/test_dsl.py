@@ -1099,3 +1099,30 @@ def test_example_weather() -> None:
     assert weather["city"] == "Rome"
     assert advice.startswith("Rome: ")
     assert [o.key for o in agent.outputs] == ["weather", "advice"]
+
+
+def test_parse_parameters_takes_a_struct_of_another_type_by_its_fields() -> None:
+    """Typed as accepting any Struct; a foreign one used to fail in dict() with TypeError."""
+
+    @step
+    def echo(name: str) -> Annotated[str, "name"]:
+        return name
+
+    @pipeline
+    def p(name: str = "x", times: int = 1):
+        return echo(name)
+
+    class Given(msgspec.Struct):
+        name: str
+        times: int
+
+    parsed = p.parse_parameters(Given("ada", 2))
+    assert isinstance(parsed, p.input_type)
+    assert msgspec.structs.asdict(parsed) == {"name": "ada", "times": 2}
+
+    class Wrong(msgspec.Struct):
+        name: str
+        colour: str
+
+    with pytest.raises(ParameterError):
+        p.parse_parameters(Wrong("ada", "red"))

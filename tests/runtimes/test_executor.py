@@ -18,6 +18,7 @@ import pytest
 
 from runtimes import (
     DagExecutor,
+    RunResult,
     RunStatus,
     RunTimeoutError,
     StepError,
@@ -499,6 +500,61 @@ async def test_run_timeout(executor: DagExecutor, concurrent: bool) -> None:
     assert events.of(ev.RunFailed)[0].error == "run timed out after 0.02s"
     assert "stuck" not in [e.step for e in events.of(ev.StepCompleted)]
     assert_well_formed(events.events, "r")
+
+
+@pytest.mark.anyio
+async def test_a_step_swallowing_the_run_deadline_leaves_the_caller_uncancelled(
+    executor: DagExecutor,
+) -> None:
+    """The run deadline restores the caller's cancel count exactly, as asyncio.timeout does.
+
+    A step that catches the deadline's cancellation and returns lets the run end after its
+    deadline. The run still reports timed_out (README: 504 once the run exceeded its
+    timeout), and the caller task must be left with cancelling() == 0: a leftover count
+    turned the next deadline in that task into a bare CancelledError, and misleads every
+    later `uncancel() == 0` check (DisconnectWatch in serving/invoke.py).
+    """
+    never = asyncio.Event()
+
+    @step
+    async def stubborn() -> str:
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            return "late"  # swallowed: the run goes on past its deadline
+        return "never"  # pragma: no cover
+
+    @step
+    async def stuck() -> str:
+        await never.wait()
+        return "never"  # pragma: no cover
+
+    @pipeline
+    def swallowing(x: int = 0):
+        return stubborn()
+
+    @pipeline
+    def plain(x: int = 0):
+        return stuck()
+
+    async def caller() -> tuple[RunResult, int, RunResult, int]:
+        task = asyncio.current_task()
+        assert task is not None
+        first = await executor.run(swallowing, {"x": 0}, timeout=0.01)
+        after_first = task.cancelling()
+        second = await executor.run(plain, {"x": 0}, timeout=0.01)
+        return first, after_first, second, task.cancelling()
+
+    async with asyncio.timeout(GUARD):
+        first, after_first, second, after_second = await asyncio.create_task(caller())
+    assert (first.status, first.outputs, first.error) == (
+        RunStatus.timed_out,
+        None,
+        "run timed out after 0.01s",
+    )
+    assert after_first == 0
+    assert second.status is RunStatus.timed_out  # not a CancelledError out of run()
+    assert after_second == 0
 
 
 # -- failure and cancellation -----------------------------------------------------------

@@ -433,6 +433,15 @@ def test_body_timeout_is_504(slow: Any, client: httpx.Client) -> None:
     assert ok.json()["outputs"] == {"slept": 0.0}
 
 
+def test_a_timed_out_job_is_504_too(slow: Any, client: httpx.Client) -> None:
+    """Idempotent and Prefer: wait calls run as jobs; the job's run_status keeps the 504."""
+    body = {"parameters": {"seconds": 30}, "timeout": 0.2}
+    r = invoke(client, slow, body, headers={"Idempotency-Key": "timed-out-job", "Prefer": "wait=10"})
+    assert assert_invoke_problem(r, 504)["error"] == "run timed out after 0.2s"
+    job = client.get(f"{slow.url}{r.headers['location']}").json()
+    assert (job["status"], job["run_status"]) == ("failed", "timed_out")
+
+
 def test_invoke_timeout_setting_is_504(daemon: Any, client: httpx.Client) -> None:
     slow = daemon(SLOW, invoke_timeout=0.3)
     r = invoke(client, slow, {"parameters": {"seconds": 30}})

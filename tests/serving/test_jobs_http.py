@@ -42,6 +42,7 @@ JOB_FIELDS = [
     "cancel_reason",
     "progress",
     "idempotency_key",
+    "run_status",
 ]
 SUMMARY_FIELDS = ["job_id", "status", "created_at", "location", "stream_url"]
 REPLY_FIELDS = ["success", "outputs", "execution_time", "metadata", "error"]
