@@ -126,7 +126,7 @@ def _deployment_settings(settings: Any) -> tuple[Any, Any]:
     import msgspec
 
     from jobs import InvocationMetadata
-    from serving.registry import Registry
+    from serving.deploy.registry import Registry
 
     registry = Registry(settings.home_path)
     dep = registry.get_deployment(settings.deployment)
@@ -189,7 +189,8 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     srv.add_argument("--server", choices=["hypercorn", "uvicorn"], help="SERVING_SERVER")
     srv.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="SERVING_LOG_LEVEL")
     if full:
-        from serving import deploy_cli, runs_cli
+        from serving import runs_cli
+        from serving.deploy import cli as deploy_cli
 
         runs_cli.add_parser(sub)
         deploy_cli.add_parsers(sub)
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(str(exc), EXIT_USAGE)
         return runs_cli.main(args, settings)
     if args.command in ("pipeline", "deployment"):
-        from serving import deploy_cli
+        from serving.deploy import cli as deploy_cli
 
         return deploy_cli.run(args, extra)
     parser.print_help()  # pragma: no cover - every subcommand is handled above

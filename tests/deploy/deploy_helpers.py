@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serving.deployers.local import pid_alive
-from serving.registry import Deployment, Registry, Snapshot
+from serving.deploy.deployers.local import pid_alive
+from serving.deploy.registry import Deployment, Registry, Snapshot
 
 SERVING = str(Path(sys.executable).with_name("serving"))
 PIPELINES = Path(__file__).resolve().parent / "pipelines"

@@ -13,10 +13,10 @@ import pytest
 from deploy_helpers import Home, wait_dead, write_answer
 
 import serving
-from serving.client import AsyncServingClient, ServingClient
-from serving.deployers import DeployError
-from serving.deployers.local import pid_alive
-from serving.registry import RegistryError
+from serving.deploy.client import AsyncServingClient, ServingClient
+from serving.deploy.deployers import DeployError
+from serving.deploy.deployers.local import pid_alive
+from serving.deploy.registry import RegistryError
 
 
 def import_file(path: Path, name: str) -> ModuleType:

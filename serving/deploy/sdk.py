@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from runtimes import Pipeline
-from serving import registry as reg
-from serving.client import ServingClient
-from serving.deployments import Deployments
+from serving.deploy import registry as reg
+from serving.deploy.client import ServingClient
+from serving.deploy.deployments import Deployments
 
 
 class Deployment:

@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from serving.client import ServingClient
-from serving.deployers import DeployError, get_deployer
-from serving.registry import Deployment, DeploymentStatus, Registry, RegistryError, Snapshot, new_uuid
+from serving.deploy.client import ServingClient
+from serving.deploy.deployers import DeployError, get_deployer
+from serving.deploy.registry import Deployment, DeploymentStatus, Registry, RegistryError, Snapshot, new_uuid
+from serving.deploy.snapshots import create_snapshot, unique_snapshot_name
 from serving.settings import load_settings
-from serving.snapshots import create_snapshot, unique_snapshot_name
 
 Progress = Callable[[str], None]
 

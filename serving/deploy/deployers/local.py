@@ -20,9 +20,9 @@ from pathlib import Path
 
 import httpx
 
-from serving.deployers.base import DeployError, Progress, register_flavor
-from serving.registry import Deployment, DeploymentStatus, Snapshot
-from serving.snapshots import import_root
+from serving.deploy.deployers.base import DeployError, Progress, register_flavor
+from serving.deploy.registry import Deployment, DeploymentStatus, Snapshot
+from serving.deploy.snapshots import import_root
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0

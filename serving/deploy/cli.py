@@ -19,11 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from serving.cli import int_at_least
-from serving.client import ServingError
-from serving.deployers import DeployError
-from serving.deployments import Deployments
+from serving.deploy.client import ServingError
+from serving.deploy.deployers import DeployError
+from serving.deploy.deployments import Deployments
+from serving.deploy.registry import Deployment, DeploymentStatus, RegistryError, Snapshot
 from serving.loader import PipelineLoadError
-from serving.registry import Deployment, DeploymentStatus, RegistryError, Snapshot
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 out = Console(highlight=False)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import msgspec
 
+from serving.deploy.registry import Registry, Snapshot, code_hash_of, new_uuid
 from serving.loader import load_pipeline
-from serving.registry import Registry, Snapshot, code_hash_of, new_uuid
 
 
 def _resolve_file(source: str) -> tuple[Path, str] | None:
