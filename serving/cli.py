@@ -4,35 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 
+from serving.cli_common import EXIT_FAILED, EXIT_USAGE, fail
 from serving.settings import SettingsError, load_settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _fail(message: str, status: int) -> int:
-    print(f"serving: error: {message}", file=sys.stderr)
-    return status
-
-
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type for counts: a bad one is a usage error naming the option, where
-    a bare `int` would let SQLite's LIMIT -1 (no limit) or a negative slice through."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def serve(overrides: dict[str, Any] | None = None) -> int:
@@ -44,7 +21,7 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
     try:
         settings = load_settings(**(overrides or {}))
     except SettingsError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     from serving.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
@@ -54,9 +31,9 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         try:
             settings, identity = _deployment_settings(settings)
         except Exception as exc:  # RegistryError and friends: one line
-            return _fail(f"SERVING_DEPLOYMENT={settings.deployment!r}: {exc}", EXIT_USAGE)
+            return fail(f"SERVING_DEPLOYMENT={settings.deployment!r}: {exc}", EXIT_USAGE)
     if not settings.pipeline:
-        return _fail(
+        return fail(
             "SERVING_PIPELINE is not set; name a pipeline as 'package.module:attr' or 'path/to/file.py:attr'",
             EXIT_USAGE,
         )
@@ -64,7 +41,7 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         try:
             import uvicorn  # noqa: F401
         except ImportError:
-            return _fail("SERVING_SERVER=uvicorn needs the extra: pip install 'serving[uvicorn]'", EXIT_USAGE)
+            return fail("SERVING_SERVER=uvicorn needs the extra: pip install 'serving[uvicorn]'", EXIT_USAGE)
 
     from capture.sinks import CaptureURLError
     from runtimes import create_runtime
@@ -80,17 +57,17 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
     except PipelineLoadError as exc:
         if settings.log_level == "debug":
             log.debug("pipeline_load_failed", exc_info=exc.__cause__ or exc)
-        return _fail(f"cannot load pipeline: {exc}", EXIT_USAGE)
+        return fail(f"cannot load pipeline: {exc}", EXIT_USAGE)
     try:
         runtime = create_runtime(runtime_name(settings, pipeline), runtime_options(settings))
     except UnknownRuntimeError as exc:
-        return _fail(f"SERVING_RUNTIME: {exc}", EXIT_USAGE)
+        return fail(f"SERVING_RUNTIME: {exc}", EXIT_USAGE)
     except CaptureURLError as exc:
-        return _fail(f"SERVING_CAPTURE_URL={exc}", EXIT_USAGE)
+        return fail(f"SERVING_CAPTURE_URL={exc}", EXIT_USAGE)
     if runtime.name == "realtime":
         problem = _capture_store_problem(settings.effective_capture_url)
         if problem is not None:
-            return _fail(f"SERVING_CAPTURE_URL={settings.effective_capture_url!r}: {problem}", EXIT_USAGE)
+            return fail(f"SERVING_CAPTURE_URL={settings.effective_capture_url!r}: {problem}", EXIT_USAGE)
 
     from serving.server import ServerStartError, run_server
 
@@ -98,11 +75,11 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         app = create_app(pipeline, runtime, settings, identity)
     except Exception as exc:  # e.g. a type no schema can describe: one line, not a traceback
         log.debug("app_build_failed", exc_info=exc)
-        return _fail(f"cannot serve pipeline '{pipeline.name}': {type(exc).__name__}: {exc}", EXIT_USAGE)
+        return fail(f"cannot serve pipeline '{pipeline.name}': {type(exc).__name__}: {exc}", EXIT_USAGE)
     try:
         return run_server(app, settings)
     except ServerStartError as exc:
-        return _fail(str(exc), EXIT_FAILED)
+        return fail(str(exc), EXIT_FAILED)
 
 
 def _capture_store_problem(url: str) -> str | None:
@@ -212,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             settings = load_settings()
         except SettingsError as exc:
-            return _fail(str(exc), EXIT_USAGE)
+            return fail(str(exc), EXIT_USAGE)
         return runs_cli.main(args, settings)
     if args.command in ("pipeline", "deployment"):
         from serving.deploy import cli as deploy_cli
