@@ -19,7 +19,7 @@ from rich.table import Table
 from serving.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, int_at_least, styled_status, when
 from serving.deploy.client import ServingError
 from serving.deploy.deployers import DeployError
-from serving.deploy.deployments import Deployments
+from serving.deploy.deployments import Deployments, DeployOptions
 from serving.deploy.registry import Deployment, DeploymentStatus, RegistryError, Snapshot
 from serving.loader import PipelineLoadError
 
@@ -62,20 +62,14 @@ class _Spinner:
 # -- pipeline ... ---------------------------------------------------------------------------
 
 
-def _deploy_options(a: argparse.Namespace) -> dict[str, Any]:
-    """The options `_add_deploy_options` defines, as keyword arguments for Deployments."""
-    return {
-        "port": a.port,
-        "auth_key": a.auth_key,
-        "generate_auth_key": a.generate_auth_key,
-        "update": a.update,
-        "flavor": a.flavor,
-    }
+def _deploy_options(a: argparse.Namespace) -> DeployOptions:
+    """The options `_add_deploy_options` defines (one flag per DeployOptions field)."""
+    return DeployOptions(**{name: getattr(a, name) for name in DeployOptions.__struct_fields__})
 
 
 def cmd_pipeline_deploy(svc: Deployments, a: argparse.Namespace) -> int:
     with _Spinner(f"deploying {a.name!r}") as progress:
-        dep = svc.deploy(a.source, a.name, progress=progress, **_deploy_options(a))
+        dep = svc.deploy(a.source, a.name, _deploy_options(a), progress=progress)
     _deployed(dep)
     return EXIT_OK
 
@@ -107,7 +101,7 @@ def cmd_snapshot_list(svc: Deployments, a: argparse.Namespace) -> int:
 
 def cmd_snapshot_deploy(svc: Deployments, a: argparse.Namespace) -> int:
     with _Spinner(f"deploying snapshot {a.snapshot!r} as {a.deployment!r}") as progress:
-        dep = svc.deploy_snapshot(a.snapshot, a.deployment, progress=progress, **_deploy_options(a))
+        dep = svc.deploy_snapshot(a.snapshot, a.deployment, _deploy_options(a), progress=progress)
     _deployed(dep)
     return EXIT_OK
 

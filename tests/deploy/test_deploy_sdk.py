@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from deploy_helpers import Home, wait_dead, write_answer
+from deploy_helpers import GREET, Home, wait_dead, write_answer
 
 import serving
 from serving.deploy.client import AsyncServingClient, ServingClient
@@ -142,3 +142,14 @@ def test_deprovision_and_delete(module: ModuleType, module_home: Home) -> None:
     assert "sdk-temp" not in [d.name for d in client.list_deployments()]
     with pytest.raises(RegistryError):
         client.get_deployment("sdk-temp")
+
+
+def test_deploy_options_are_checked_before_a_snapshot_is_made(module: ModuleType, home: Home) -> None:
+    # The SDK, the CLI flags and Deployments share DeployOptions; a misspelt or mistyped
+    # keyword is refused by name, and nothing is left in the registry.
+    with pytest.raises(TypeError, match=r"unknown deploy option\(s\) prot \(known: port, "):
+        module.answer.deploy(deployment_name="typo", home=home.path, prot=8000)
+    with pytest.raises(TypeError, match=r"bad deploy option: .*\$\.port"):
+        serving.Client(home.path).deploy(GREET, "typed", port="eighty")
+    assert home.registry.list_snapshots() == []
+    assert home.registry.list_deployments() == []
