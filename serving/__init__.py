@@ -33,12 +33,3 @@ def __getattr__(name: str) -> object:
 
         return getattr(sdk, name)
     raise AttributeError(f"module 'serving' has no attribute {name!r}")
-
-
-def _deploy(pipeline_obj: Pipeline, deployment_name: str, **options: object) -> object:
-    from serving.deploy.sdk import deploy_pipeline
-
-    return deploy_pipeline(pipeline_obj, deployment_name, **options)
-
-
-Pipeline.deploy_hook = _deploy

@@ -2,7 +2,7 @@
 counts and how times and statuses are shown.
 
 It lives apart from `serving.cli` so the command modules (`runs_cli`, `deploy.cli`)
-can use it without importing the entry point that imports them. It imports nothing
+can use it without importing `serving.cli`, which imports them. It imports nothing
 heavy (no rich, no httpx), so `serving serve` pays nothing for it.
 """
 
