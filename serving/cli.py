@@ -26,10 +26,10 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     log = structlog.get_logger("serving.cli")
-    identity = None
+    identity, import_root = None, None
     if settings.deployment:
         try:
-            settings, identity = _deployment_settings(settings)
+            settings, identity, import_root = _deployment_settings(settings)
         except Exception as exc:  # RegistryError and friends: one line
             return fail(f"SERVING_DEPLOYMENT={settings.deployment!r}: {exc}", EXIT_USAGE)
     if not settings.pipeline:
@@ -51,6 +51,9 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
     # a file next to the pipeline (a `jobs.py`, say) cannot shadow them.
     from serving.app import create_app
     from serving.loader import PipelineLoadError, load_pipeline
+
+    if import_root is not None:
+        sys.path.insert(0, import_root)  # a deployment's frozen modules, ahead of any other copy
 
     try:
         pipeline = load_pipeline(settings.pipeline)
@@ -97,19 +100,18 @@ def _capture_store_problem(url: str) -> str | None:
     return None
 
 
-def _deployment_settings(settings: Any) -> tuple[Any, Any]:
-    """Settings and identity of a registered deployment: its snapshot's code, its auth
-    key and its names; explicit SERVING_* variables still win."""
+def _deployment_settings(settings: Any) -> tuple[Any, Any, str]:
+    """Settings, identity and import root of a registered deployment: its snapshot's
+    code, its auth key and its names; explicit SERVING_* variables still win."""
     import msgspec
 
     from jobs import InvocationMetadata
     from serving.deploy.registry import Registry
+    from serving.deploy.snapshots import import_root
 
     registry = Registry(settings.home_path)
     dep = registry.get_deployment(settings.deployment)
     snap = registry.get_snapshot(dep.snapshot_id)
-    if snap.workdir not in sys.path:
-        sys.path.insert(0, snap.workdir)  # the snapshot's sibling modules stay importable
     settings = msgspec.structs.replace(
         settings,
         pipeline=snap.source,
@@ -123,7 +125,7 @@ def _deployment_settings(settings: Any) -> tuple[Any, Any]:
         snapshot_name=snap.name,
         pipeline_name=snap.pipeline_name,
     )
-    return settings, identity
+    return settings, identity, import_root(snap)
 
 
 def runtime_options(settings: Any) -> Any:

@@ -21,6 +21,7 @@ from serving.deploy.client import ServingError
 from serving.deploy.deployers import DeployError
 from serving.deploy.deployments import Deployments, DeployOptions
 from serving.deploy.registry import Deployment, DeploymentStatus, RegistryError, Snapshot
+from serving.deploy.snapshots import SnapshotError
 from serving.loader import PipelineLoadError
 
 out = Console(highlight=False)
@@ -396,7 +397,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         return int(args.handler(svc, args))
     except UsageError as exc:
         return fail(str(exc), EXIT_USAGE)
-    except (RegistryError, DeployError, PipelineLoadError, ServingError) as exc:
+    except (RegistryError, SnapshotError, DeployError, PipelineLoadError, ServingError) as exc:
         return fail(str(exc), EXIT_FAILED)
     except httpx.HTTPError as exc:
         name = getattr(args, "name", "?")
