@@ -19,6 +19,7 @@ from runtimes.graph import Handle, ParamRef, StepNode, Trace, current_trace
 from runtimes.types import json_type_problem, pydantic_model, struct_field_type
 
 _IMMUTABLE = (int, float, str, bool, type(None), bytes, frozenset, tuple)
+DEPLOY_ENTRY_POINT_GROUP = "serving.deploy"  # where `Pipeline.deploy` finds the deployer
 
 
 class Parameter(msgspec.Struct, frozen=True):
@@ -291,13 +292,21 @@ class Pipeline:
 
     # -- deploying ----------------------------------------------------------------------
 
-    deploy_hook: Any = None  # installed by `serving` (runtimes never imports it)
-
     def deploy(self, deployment_name: str, **options: Any) -> Any:
-        """Snapshot this pipeline and run it as a deployment (see serving.sdk)."""
-        if Pipeline.deploy_hook is None:
-            raise RuntimeError("deploying needs the serving package: import serving first")
-        return Pipeline.deploy_hook(self, deployment_name, **options)
+        """Snapshot this pipeline and run it as a deployment (see serving.deploy.sdk).
+
+        The deployer is found through the `serving.deploy` entry point, not an import:
+        runtimes never imports serving, and it works whatever was imported first.
+        Raises RuntimeError when no installed package provides it.
+        """
+        from importlib.metadata import entry_points
+
+        for entry in entry_points(group=DEPLOY_ENTRY_POINT_GROUP, name="deploy"):
+            return entry.load()(self, deployment_name, **options)
+        raise RuntimeError(
+            "deploying needs the serving deploy package (entry point group "
+            f"{DEPLOY_ENTRY_POINT_GROUP!r}), which is not installed: pip install serving"
+        )
 
     # -- running in-process -----------------------------------------------------------
 

@@ -29,16 +29,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     # The SDK pulls in httpx and the registry: load it only when asked for.
     if name in ("Client", "Deployment", "invoke_deployment"):
-        from serving import sdk
+        from serving.deploy import sdk
 
         return getattr(sdk, name)
     raise AttributeError(f"module 'serving' has no attribute {name!r}")
-
-
-def _deploy(pipeline_obj: Pipeline, deployment_name: str, **options: object) -> object:
-    from serving.sdk import deploy_pipeline
-
-    return deploy_pipeline(pipeline_obj, deployment_name, **options)
-
-
-Pipeline.deploy_hook = _deploy

@@ -4,35 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 
+from serving.cli_common import EXIT_FAILED, EXIT_USAGE, fail
 from serving.settings import SettingsError, load_settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _fail(message: str, status: int) -> int:
-    print(f"serving: error: {message}", file=sys.stderr)
-    return status
-
-
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type for counts: a bad one is a usage error naming the option, where
-    a bare `int` would let SQLite's LIMIT -1 (no limit) or a negative slice through."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def serve(overrides: dict[str, Any] | None = None) -> int:
@@ -44,19 +21,19 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
     try:
         settings = load_settings(**(overrides or {}))
     except SettingsError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_USAGE)
     from serving.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     log = structlog.get_logger("serving.cli")
-    identity = None
+    identity, import_root = None, None
     if settings.deployment:
         try:
-            settings, identity = _deployment_settings(settings)
+            settings, identity, import_root = _deployment_settings(settings)
         except Exception as exc:  # RegistryError and friends: one line
-            return _fail(f"SERVING_DEPLOYMENT={settings.deployment!r}: {exc}", EXIT_USAGE)
+            return fail(f"SERVING_DEPLOYMENT={settings.deployment!r}: {exc}", EXIT_USAGE)
     if not settings.pipeline:
-        return _fail(
+        return fail(
             "SERVING_PIPELINE is not set; name a pipeline as 'package.module:attr' or 'path/to/file.py:attr'",
             EXIT_USAGE,
         )
@@ -64,7 +41,7 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         try:
             import uvicorn  # noqa: F401
         except ImportError:
-            return _fail("SERVING_SERVER=uvicorn needs the extra: pip install 'serving[uvicorn]'", EXIT_USAGE)
+            return fail("SERVING_SERVER=uvicorn needs the extra: pip install 'serving[uvicorn]'", EXIT_USAGE)
 
     from capture.sinks import CaptureURLError
     from runtimes import create_runtime
@@ -75,22 +52,25 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
     from serving.app import create_app
     from serving.loader import PipelineLoadError, load_pipeline
 
+    if import_root is not None:
+        sys.path.insert(0, import_root)  # a deployment's frozen modules, ahead of any other copy
+
     try:
         pipeline = load_pipeline(settings.pipeline)
     except PipelineLoadError as exc:
         if settings.log_level == "debug":
             log.debug("pipeline_load_failed", exc_info=exc.__cause__ or exc)
-        return _fail(f"cannot load pipeline: {exc}", EXIT_USAGE)
+        return fail(f"cannot load pipeline: {exc}", EXIT_USAGE)
     try:
         runtime = create_runtime(runtime_name(settings, pipeline), runtime_options(settings))
     except UnknownRuntimeError as exc:
-        return _fail(f"SERVING_RUNTIME: {exc}", EXIT_USAGE)
+        return fail(f"SERVING_RUNTIME: {exc}", EXIT_USAGE)
     except CaptureURLError as exc:
-        return _fail(f"SERVING_CAPTURE_URL={exc}", EXIT_USAGE)
+        return fail(f"SERVING_CAPTURE_URL={exc}", EXIT_USAGE)
     if runtime.name == "realtime":
         problem = _capture_store_problem(settings.effective_capture_url)
         if problem is not None:
-            return _fail(f"SERVING_CAPTURE_URL={settings.effective_capture_url!r}: {problem}", EXIT_USAGE)
+            return fail(f"SERVING_CAPTURE_URL={settings.effective_capture_url!r}: {problem}", EXIT_USAGE)
 
     from serving.server import ServerStartError, run_server
 
@@ -98,11 +78,11 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         app = create_app(pipeline, runtime, settings, identity)
     except Exception as exc:  # e.g. a type no schema can describe: one line, not a traceback
         log.debug("app_build_failed", exc_info=exc)
-        return _fail(f"cannot serve pipeline '{pipeline.name}': {type(exc).__name__}: {exc}", EXIT_USAGE)
+        return fail(f"cannot serve pipeline '{pipeline.name}': {type(exc).__name__}: {exc}", EXIT_USAGE)
     try:
         return run_server(app, settings)
     except ServerStartError as exc:
-        return _fail(str(exc), EXIT_FAILED)
+        return fail(str(exc), EXIT_FAILED)
 
 
 def _capture_store_problem(url: str) -> str | None:
@@ -120,19 +100,18 @@ def _capture_store_problem(url: str) -> str | None:
     return None
 
 
-def _deployment_settings(settings: Any) -> tuple[Any, Any]:
-    """Settings and identity of a registered deployment: its snapshot's code, its auth
-    key and its names; explicit SERVING_* variables still win."""
+def _deployment_settings(settings: Any) -> tuple[Any, Any, str]:
+    """Settings, identity and import root of a registered deployment: its snapshot's
+    code, its auth key and its names; explicit SERVING_* variables still win."""
     import msgspec
 
     from jobs import InvocationMetadata
-    from serving.registry import Registry
+    from serving.deploy.registry import Registry
+    from serving.deploy.snapshots import import_root
 
     registry = Registry(settings.home_path)
     dep = registry.get_deployment(settings.deployment)
     snap = registry.get_snapshot(dep.snapshot_id)
-    if snap.workdir not in sys.path:
-        sys.path.insert(0, snap.workdir)  # the snapshot's sibling modules stay importable
     settings = msgspec.structs.replace(
         settings,
         pipeline=snap.source,
@@ -146,7 +125,7 @@ def _deployment_settings(settings: Any) -> tuple[Any, Any]:
         snapshot_name=snap.name,
         pipeline_name=snap.pipeline_name,
     )
-    return settings, identity
+    return settings, identity, import_root(snap)
 
 
 def runtime_options(settings: Any) -> Any:
@@ -189,7 +168,8 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     srv.add_argument("--server", choices=["hypercorn", "uvicorn"], help="SERVING_SERVER")
     srv.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="SERVING_LOG_LEVEL")
     if full:
-        from serving import deploy_cli, runs_cli
+        from serving import runs_cli
+        from serving.deploy import cli as deploy_cli
 
         runs_cli.add_parser(sub)
         deploy_cli.add_parsers(sub)
@@ -211,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             settings = load_settings()
         except SettingsError as exc:
-            return _fail(str(exc), EXIT_USAGE)
+            return fail(str(exc), EXIT_USAGE)
         return runs_cli.main(args, settings)
     if args.command in ("pipeline", "deployment"):
-        from serving import deploy_cli
+        from serving.deploy import cli as deploy_cli
 
         return deploy_cli.run(args, extra)
     parser.print_help()  # pragma: no cover - every subcommand is handled above

@@ -46,13 +46,24 @@ def load_pipeline(spec: str) -> Pipeline:
     return obj
 
 
+def package_root(path: Path) -> Path:
+    """The folder a pipeline file's imports resolve from: its own folder, or, when that
+    is a package (has `__init__.py`), the folder holding the top-most package."""
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
 def _import(module_part: str) -> object:
     if module_part.endswith(".py") or "/" in module_part:
         path = Path(module_part).resolve()
         if not path.is_file():
             raise PipelineLoadError(f"pipeline file {module_part!r} does not exist")
-        # The file's folder goes on sys.path so it can import its sibling modules.
-        sys.path.insert(0, str(path.parent))
+        # The file's folder goes on sys.path so it can import its sibling modules, and,
+        # for a file inside a package, the folder above the package (`from pkg import x`).
+        for folder in dict.fromkeys([str(package_root(path)), str(path.parent)]):
+            sys.path.insert(0, folder)
         name = f"_serving_pipeline_{path.stem}"
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from serving.cli import int_at_least
+from serving.cli_common import EXIT_FAILED, EXIT_OK, fail, int_at_least, styled_status, when
 from serving.settings import Settings
 
 
@@ -38,29 +36,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _secs(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
-
-
-_STATUS_STYLE = {
-    "completed": "green",
-    "failed": "red",
-    "timed_out": "red",
-    "canceled": "yellow",
-    "cached": "cyan",
-}
-
-
-def _status(value: str) -> str:
-    return f"[{_STATUS_STYLE.get(value, 'white')}]{value}[/]"
 
 
 def list_runs(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -89,12 +68,12 @@ def list_runs(args: argparse.Namespace, settings: Settings, console: Console) ->
         table.add_row(
             short_id,
             row["pipeline"],
-            _status(row["status"]),
-            _when(row["started_at"]),
+            styled_status(row["status"]),
+            when(row["started_at"], zone=False),
             _secs(row["duration"]),
         )
     console.print(table)
-    return 0
+    return EXIT_OK
 
 
 def show_run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -129,8 +108,8 @@ def show_run(args: argparse.Namespace, settings: Settings, console: Console) -> 
     for label, value in (
         ("Run", f"{run['run_name']} ({run['run_id']})"),
         ("Pipeline", f"{run['pipeline']} (version {run['pipeline_version']})"),
-        ("Status", _status(run["status"])),
-        ("Started", _when(run["started_at"])),
+        ("Status", styled_status(run["status"])),
+        ("Started", when(run["started_at"])),
         ("Duration", _secs(run["duration"])),
         ("Parameters", run["parameters"] or "-"),
         ("Outputs", run["output_preview"] or "-"),
@@ -143,7 +122,11 @@ def show_run(args: argparse.Namespace, settings: Settings, console: Console) -> 
         table.add_column(column)
     for s in steps:
         table.add_row(
-            s["step_id"], _status(s["status"]), _secs(s["duration"]), str(s["attempts"]), s["error"] or ""
+            s["step_id"],
+            styled_status(s["status"]),
+            _secs(s["duration"]),
+            str(s["attempts"]),
+            s["error"] or "",
         )
     console.print(table)
     if logs:
@@ -151,7 +134,7 @@ def show_run(args: argparse.Namespace, settings: Settings, console: Console) -> 
         for column in ("STEP", "TIME (UTC)", "LEVEL", "MESSAGE"):
             log_table.add_column(column)
         for line in logs:
-            log_table.add_row(line["step_id"], _when(line["ts"]), line["level"], line["message"])
+            log_table.add_row(line["step_id"], when(line["ts"], zone=False), line["level"], line["message"])
         console.print(log_table)
     if artifacts:
         art = Table(title="Visualizations", title_justify="left")
@@ -160,7 +143,7 @@ def show_run(args: argparse.Namespace, settings: Settings, console: Console) -> 
         for a in artifacts:
             art.add_row(a["step_id"], a["name"], a["kind"], f"{a['size']} B")
         console.print(art)
-    return 0
+    return EXIT_OK
 
 
 def add_parser(sub: Any) -> None:
@@ -183,8 +166,6 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             return list_runs(args, settings, console)
         return show_run(args, settings, console)
     except RunsError as exc:
-        print(f"serving: error: {exc}", file=sys.stderr)  # one line, never wrapped
-        return 1
+        return fail(str(exc), EXIT_FAILED)
     except sqlite3.Error as exc:
-        print(f"serving: error: cannot read the capture store: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"cannot read the capture store: {exc}", EXIT_FAILED)

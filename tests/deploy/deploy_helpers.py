@@ -21,8 +21,8 @@ from typing import Any
 
 from polling import wait_until
 
-from serving.deployers.local import pid_alive
-from serving.registry import Deployment, Registry, Snapshot
+from serving.deploy.deployers.local import pid_alive
+from serving.deploy.registry import Deployment, Registry, Snapshot
 
 SERVING = str(Path(sys.executable).with_name("serving"))
 PIPELINES = Path(__file__).resolve().parent / "pipelines"

@@ -27,7 +27,7 @@ from deploy_helpers import (
 )
 
 import serving
-from serving.deployers.local import pid_alive
+from serving.deploy.deployers.local import pid_alive
 
 
 def test_life_cycle_through_the_cli(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:

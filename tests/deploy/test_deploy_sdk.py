@@ -3,20 +3,22 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from deploy_helpers import Home, wait_dead, write_answer
+from deploy_helpers import CLI_TIMEOUT, GREET, Home, wait_dead, write_answer
 
 import serving
-from serving.client import AsyncServingClient, ServingClient
-from serving.deployers import DeployError
-from serving.deployers.local import pid_alive
-from serving.registry import RegistryError
+from serving.deploy.client import AsyncServingClient, ServingClient
+from serving.deploy.deployers import DeployError
+from serving.deploy.deployers.local import pid_alive
+from serving.deploy.registry import RegistryError
 
 
 def import_file(path: Path, name: str) -> ModuleType:
@@ -142,3 +144,71 @@ def test_deprovision_and_delete(module: ModuleType, module_home: Home) -> None:
     assert "sdk-temp" not in [d.name for d in client.list_deployments()]
     with pytest.raises(RegistryError):
         client.get_deployment("sdk-temp")
+
+
+def test_deploy_options_are_checked_before_a_snapshot_is_made(module: ModuleType, home: Home) -> None:
+    # The SDK, the CLI flags and Deployments share DeployOptions; a misspelt or mistyped
+    # keyword is refused by name, and nothing is left in the registry.
+    with pytest.raises(TypeError, match=r"unknown deploy option\(s\) prot \(known: port, "):
+        module.answer.deploy(deployment_name="typo", home=home.path, prot=8000)
+    with pytest.raises(TypeError, match=r"bad deploy option: .*\$\.port"):
+        serving.Client(home.path).deploy(GREET, "typed", port="eighty")
+    assert home.registry.list_snapshots() == []
+    assert home.registry.list_deployments() == []
+
+
+RUNTIMES_ONLY = '''"""A pipeline written against `runtimes` alone: nothing here imports `serving`."""
+
+from typing import Annotated
+
+from runtimes import pipeline, step
+
+
+@step
+def reply(question: str) -> Annotated[str, "answer"]:
+    return "plain:" + question
+
+
+@pipeline
+def plain(question: str = "q"):
+    return reply(question)
+'''
+
+DEPLOY_FROM_RUNTIMES = """
+import sys
+import plain_pipeline
+
+assert "serving" not in sys.modules, "the pipeline module imported serving"
+dep = plain_pipeline.plain.deploy(deployment_name="plain")
+print(dep.invoke(question="fresh")["outputs"]["answer"])
+dep.deprovision()
+"""
+
+
+def test_deploy_works_without_importing_serving_first(home: Home) -> None:
+    # `Pipeline.deploy()` finds the SDK through the `serving.deploy` entry point, so it
+    # does not depend on `serving` having been imported (runtimes never imports it).
+    (home.cwd / "plain_pipeline.py").write_text(RUNTIMES_ONLY)
+    done = subprocess.run(
+        [sys.executable, "-c", DEPLOY_FROM_RUNTIMES],
+        cwd=home.cwd,
+        env=home.env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "plain:fresh"
+    assert home.deployment("plain").status == "ABSENT"
+
+
+def test_deploy_without_the_deploy_package_says_so(
+    module: ModuleType, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `runtimes.pipeline` the attribute is the decorator; the module is in sys.modules.
+    pipeline_module = importlib.import_module("runtimes.pipeline")
+    monkeypatch.setattr(pipeline_module, "DEPLOY_ENTRY_POINT_GROUP", "serving.tests.nothing-here")
+    with pytest.raises(RuntimeError, match=r"needs the serving deploy package"):
+        module.answer.deploy(deployment_name="nowhere", home=home.path)
+    assert home.registry.list_snapshots() == []

@@ -9,39 +9,27 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
-from serving.cli import int_at_least
-from serving.client import ServingError
-from serving.deployers import DeployError
-from serving.deployments import Deployments
+from serving.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, int_at_least, styled_status, when
+from serving.deploy.client import ServingError
+from serving.deploy.deployers import DeployError
+from serving.deploy.deployments import Deployments, DeployOptions
+from serving.deploy.registry import Deployment, DeploymentStatus, RegistryError, Snapshot
+from serving.deploy.snapshots import SnapshotError
 from serving.loader import PipelineLoadError
-from serving.registry import Deployment, DeploymentStatus, RegistryError, Snapshot
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
-
-_STYLE = {"RUNNING": "green", "PENDING": "yellow", "ERROR": "red", "ABSENT": "dim", "UNKNOWN": "magenta"}
 
 
 class UsageError(Exception):
     pass
-
-
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _status(value: str) -> str:
-    return f"[{_STYLE.get(value, 'white')}]{value}[/]"
 
 
 class _Spinner:
@@ -75,26 +63,20 @@ class _Spinner:
 # -- pipeline ... ---------------------------------------------------------------------------
 
 
-def _deploy_options(a: argparse.Namespace) -> dict[str, Any]:
-    """The options `_add_deploy_options` defines, as keyword arguments for Deployments."""
-    return {
-        "port": a.port,
-        "auth_key": a.auth_key,
-        "generate_auth_key": a.generate_auth_key,
-        "update": a.update,
-        "flavor": a.flavor,
-    }
+def _deploy_options(a: argparse.Namespace) -> DeployOptions:
+    """The options `_add_deploy_options` defines (one flag per DeployOptions field)."""
+    return DeployOptions(**{name: getattr(a, name) for name in DeployOptions.__struct_fields__})
 
 
 def cmd_pipeline_deploy(svc: Deployments, a: argparse.Namespace) -> int:
     with _Spinner(f"deploying {a.name!r}") as progress:
-        dep = svc.deploy(a.source, a.name, progress=progress, **_deploy_options(a))
+        dep = svc.deploy(a.source, a.name, _deploy_options(a), progress=progress)
     _deployed(dep)
     return EXIT_OK
 
 
 def _deployed(dep: Deployment) -> None:
-    out.print(f"Deployment [bold]{dep.name}[/] is {_status(dep.status)} at {dep.url}")
+    out.print(f"Deployment [bold]{dep.name}[/] is {styled_status(dep.status)} at {dep.url}")
     if dep.auth_key:
         out.print("It requires a bearer token: `serving deployment describe --show-secret " + dep.name + "`")
     out.print(f"Try: serving deployment describe {dep.name}")
@@ -113,14 +95,14 @@ def cmd_snapshot_list(svc: Deployments, a: argparse.Namespace) -> int:
     for col in ("NAME", "PIPELINE", "CODE", "CREATED"):
         table.add_column(col, overflow="fold")
     for s in svc.registry.list_snapshots():
-        table.add_row(s.name, s.pipeline_name, s.code_hash[:8], _when(s.created_at))
+        table.add_row(s.name, s.pipeline_name, s.code_hash[:8], when(s.created_at))
     out.print(table)
     return EXIT_OK
 
 
 def cmd_snapshot_deploy(svc: Deployments, a: argparse.Namespace) -> int:
     with _Spinner(f"deploying snapshot {a.snapshot!r} as {a.deployment!r}") as progress:
-        dep = svc.deploy_snapshot(a.snapshot, a.deployment, progress=progress, **_deploy_options(a))
+        dep = svc.deploy_snapshot(a.snapshot, a.deployment, _deploy_options(a), progress=progress)
     _deployed(dep)
     return EXIT_OK
 
@@ -137,7 +119,9 @@ def cmd_list(svc: Deployments, a: argparse.Namespace) -> int:
     for dep in svc.list():
         dep = svc.refresh(dep.id)
         snap = _snapshot_or_none(svc, dep)
-        table.add_row(dep.name, snap.pipeline_name if snap else "?", dep.url or "-", _status(dep.status))
+        table.add_row(
+            dep.name, snap.pipeline_name if snap else "?", dep.url or "-", styled_status(dep.status)
+        )
     out.print(table)
     return EXIT_OK
 
@@ -161,7 +145,7 @@ def cmd_describe(svc: Deployments, a: argparse.Namespace) -> int:
     key = dep.auth_key if a.show_secret else ("set (--show-secret to print)" if dep.auth_key else "none")
     rows = [
         ("Deployment", f"{dep.name} ({dep.id})"),
-        ("Status", _status(dep.status)),
+        ("Status", styled_status(dep.status)),
         ("Pipeline", snap.pipeline_name if snap else "? (snapshot missing)"),
         ("Snapshot", f"{snap.name} ({snap.id}), code {snap.code_hash}" if snap else dep.snapshot_id),
         ("Source", snap.origin if snap else "?"),
@@ -171,8 +155,8 @@ def cmd_describe(svc: Deployments, a: argparse.Namespace) -> int:
         ("Auth key", key or "none"),
         ("PID", str(dep.flavor_data.get("pid") or "-")),
         ("Logs", str(dep.flavor_data.get("log_path") or "-")),
-        ("Created", _when(dep.created_at)),
-        ("Updated", _when(dep.updated_at)),
+        ("Created", when(dep.created_at)),
+        ("Updated", when(dep.updated_at)),
     ]
     for label, value in rows:
         grid.add_row(f"[bold]{label}[/]", value)
@@ -316,7 +300,7 @@ def cmd_logs(svc: Deployments, a: argparse.Namespace) -> int:
 def cmd_deprovision(svc: Deployments, a: argparse.Namespace) -> int:
     with _Spinner(f"deprovisioning {a.name!r}") as progress:
         dep = svc.deprovision(a.name, progress)
-    out.print(f"Deployment [bold]{dep.name}[/] is {_status(dep.status)}")
+    out.print(f"Deployment [bold]{dep.name}[/] is {styled_status(dep.status)}")
     return EXIT_OK
 
 
@@ -329,7 +313,7 @@ def cmd_delete(svc: Deployments, a: argparse.Namespace) -> int:
 
 def cmd_refresh(svc: Deployments, a: argparse.Namespace) -> int:
     dep = svc.refresh(a.name)
-    out.print(f"Deployment [bold]{dep.name}[/] is {_status(dep.status)}")
+    out.print(f"Deployment [bold]{dep.name}[/] is {styled_status(dep.status)}")
     return EXIT_OK if dep.status != DeploymentStatus.ERROR else EXIT_FAILED
 
 
@@ -412,28 +396,14 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
         return int(args.handler(svc, args))
     except UsageError as exc:
-        print(f"serving: error: {exc}", file=sys.stderr)  # one line, never wrapped
-        return EXIT_USAGE
-    except (RegistryError, DeployError, PipelineLoadError, ServingError) as exc:
-        print(f"serving: error: {exc}", file=sys.stderr)  # one line, never wrapped
-        return EXIT_FAILED
+        return fail(str(exc), EXIT_USAGE)
+    except (RegistryError, SnapshotError, DeployError, PipelineLoadError, ServingError) as exc:
+        return fail(str(exc), EXIT_FAILED)
     except httpx.HTTPError as exc:
         name = getattr(args, "name", "?")
         hint = f"check `serving deployment refresh {name}`"
-        print(f"serving: error: cannot reach deployment {name!r}: {exc}; {hint}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(f"cannot reach deployment {name!r}: {exc}; {hint}", EXIT_FAILED)
     except OSError as exc:
-        print(f"serving: error: {exc}", file=sys.stderr)  # one line, never wrapped
-        return EXIT_FAILED
+        return fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         return 130
-
-
-def main_argv(argv: list[str]) -> int:  # pragma: no cover - convenience for debugging
-    from serving.cli import main
-
-    return main(argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main_argv(sys.argv[1:]))

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from runtimes import Pipeline
-from serving import registry as reg
-from serving.client import ServingClient
-from serving.deployments import Deployments
+from serving.deploy import registry as reg
+from serving.deploy.client import ServingClient
+from serving.deploy.deployments import Deployments, DeployOptions
 
 
 class Deployment:
@@ -97,9 +97,11 @@ class Client:
         return self.service.registry.get_snapshot(name_or_id)
 
     def deploy(self, source: str, deployment_name: str, **options: Any) -> Deployment:
-        """Deploy `module:attr` or `path/file.py:attr`; options as `Deployments.deploy`."""
-        options.setdefault("update", True)
-        return Deployment(self.service.deploy(source, deployment_name, **options), self.service)
+        """Deploy `module:attr` or `path/file.py:attr`, replacing a deployment of that name
+        unless `update=False`; the options are `DeployOptions` fields. Raises TypeError
+        for an unknown option, else as `Deployments.deploy`."""
+        settings = DeployOptions.from_keywords({"update": True, **options})
+        return Deployment(self.service.deploy(source, deployment_name, settings), self.service)
 
 
 def invoke_deployment(

@@ -35,7 +35,7 @@ class Snapshot(msgspec.Struct, kw_only=True):
     pipeline_name: str
     source: str  # module:attr or /abs/path/file.py:attr (a copy under the snapshot folder)
     origin: str  # what the user named when creating it
-    workdir: str  # the folder it was created from: the daemon's cwd and import root
+    workdir: str  # the daemon's cwd and import root: the frozen copy (an installed module: the cwd)
     code_hash: str
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]

@@ -8,14 +8,41 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from serving.client import ServingClient
-from serving.deployers import DeployError, get_deployer
-from serving.registry import Deployment, DeploymentStatus, Registry, RegistryError, Snapshot, new_uuid
+import msgspec
+
+from serving.deploy.client import ServingClient
+from serving.deploy.deployers import DeployError, get_deployer
+from serving.deploy.registry import Deployment, DeploymentStatus, Registry, RegistryError, Snapshot, new_uuid
+from serving.deploy.snapshots import create_snapshot, unique_snapshot_name
 from serving.settings import load_settings
-from serving.snapshots import create_snapshot, unique_snapshot_name
 
 Progress = Callable[[str], None]
+
+
+class DeployOptions(msgspec.Struct, kw_only=True, frozen=True):
+    """How to run a deployment: the one list of deploy keywords, shared by the SDK
+    (`pipeline.deploy(**options)`), the CLI flags and `Deployments`."""
+
+    port: int | None = None  # preferred port; None picks a free one (or keeps an updated one's)
+    auth_key: str | None = None  # require this bearer token
+    generate_auth_key: bool = False  # require a generated bearer token
+    update: bool = False  # replace an existing deployment of that name
+    flavor: str = "local"  # the deployer
+
+    @classmethod
+    def from_keywords(cls, options: dict[str, Any]) -> DeployOptions:
+        """Options given as keywords (the SDK); raises TypeError naming an unknown one or a
+        value of the wrong type, before anything is snapshotted."""
+        unknown = sorted(set(options) - set(cls.__struct_fields__))
+        if unknown:
+            known = ", ".join(cls.__struct_fields__)
+            raise TypeError(f"unknown deploy option(s) {', '.join(unknown)} (known: {known})")
+        try:
+            return msgspec.convert(options, cls)
+        except msgspec.ValidationError as exc:
+            raise TypeError(f"bad deploy option: {exc}") from None
 
 
 def _quiet(_: str) -> None:
@@ -40,30 +67,18 @@ class Deployments:
         self,
         source: str,
         name: str,
+        options: DeployOptions | None = None,
         *,
-        port: int | None = None,
-        auth_key: str | None = None,
-        generate_auth_key: bool = False,
-        update: bool = False,
-        flavor: str = "local",
         progress: Progress = _quiet,
     ) -> Deployment:
         """Snapshot `source` and run it as deployment `name`; raises RegistryError,
         PipelineLoadError or DeployError with a one-line message."""
-        self._refuse_existing(name, update)
-        get_deployer(flavor, self.home)  # an unknown flavor fails before a snapshot is made
+        options = options or DeployOptions()
+        self._refuse_existing(name, options.update)
+        get_deployer(options.flavor, self.home)  # an unknown flavor fails before a snapshot is made
         progress(f"snapshotting {source}")
         snapshot = create_snapshot(self.registry, unique_snapshot_name(self.registry, name), source)
-        return self.deploy_snapshot(
-            snapshot.id,
-            name,
-            port=port,
-            auth_key=auth_key,
-            generate_auth_key=generate_auth_key,
-            update=update,
-            flavor=flavor,
-            progress=progress,
-        )
+        return self.deploy_snapshot(snapshot.id, name, options, progress=progress)
 
     def _refuse_existing(self, name: str, update: bool) -> Deployment | None:
         existing = self.registry.find_deployment(name)
@@ -77,18 +92,17 @@ class Deployments:
         self,
         snapshot: str,
         name: str,
+        options: DeployOptions | None = None,
         *,
-        port: int | None = None,
-        auth_key: str | None = None,
-        generate_auth_key: bool = False,
-        update: bool = False,
-        flavor: str = "local",
         progress: Progress = _quiet,
     ) -> Deployment:
+        """Run snapshot `snapshot` (name or id) as deployment `name`; raises as `deploy`."""
+        options = options or DeployOptions()
+        port, auth_key, flavor = options.port, options.auth_key, options.flavor
         snap = self.registry.get_snapshot(snapshot)
-        existing = self._refuse_existing(name, update)
+        existing = self._refuse_existing(name, options.update)
         deployer = get_deployer(flavor, self.home)
-        if generate_auth_key:
+        if options.generate_auth_key:
             auth_key = secrets.token_urlsafe(24)
         now = time.time()
         if existing is not None:

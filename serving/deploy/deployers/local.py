@@ -20,9 +20,9 @@ from pathlib import Path
 
 import httpx
 
-from serving.deployers.base import DeployError, Progress, register_flavor
-from serving.registry import Deployment, DeploymentStatus, Snapshot
-from serving.snapshots import import_root
+from serving.deploy.deployers.base import DeployError, Progress, register_flavor
+from serving.deploy.registry import Deployment, DeploymentStatus, Snapshot
+from serving.deploy.snapshots import import_root
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
@@ -108,7 +108,10 @@ class LocalDeployer:
         progress(f"starting the daemon on {HOST}:{port}")
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "serving"],
+                # -P: the working folder (the snapshot's code) is not put first on sys.path,
+                # so no module of the pipeline's folder can shadow one of the daemon's own;
+                # the daemon adds it itself once it has imported its own modules.
+                [sys.executable, "-P", "-m", "serving"],
                 cwd=import_root(snapshot),
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -1,6 +1,12 @@
 """Deployers: how a snapshot becomes a running service. Flavors register by name."""
 
-from serving.deployers.base import Deployer, DeployError, available_flavors, get_deployer, register_flavor
-from serving.deployers.local import LocalDeployer
+from serving.deploy.deployers.base import (
+    Deployer,
+    DeployError,
+    available_flavors,
+    get_deployer,
+    register_flavor,
+)
+from serving.deploy.deployers.local import LocalDeployer
 
 __all__ = ["DeployError", "Deployer", "LocalDeployer", "available_flavors", "get_deployer", "register_flavor"]

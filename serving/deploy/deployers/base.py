@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from serving.registry import Deployment, Snapshot
+from serving.deploy.registry import Deployment, Snapshot
 
 Progress = Callable[[str], None]
 
