@@ -138,6 +138,64 @@ def test_sqlite_sink_stores_none_as_null_and_every_text_as_itself(tmp_path: Path
     assert code_rows == [("a", None, None), ("b", "0", "")]
 
 
+def test_sqlite_sink_stores_every_field_in_the_column_of_its_name(tmp_path: Path) -> None:
+    """The sink builds rows as tuples in its INSERTs' column order: a value in the wrong
+    place (three neighbouring floats, four neighbouring optional texts) would be stored
+    without any error. Every field gets a value no other field has."""
+    floats = iter(range(1, 100))
+    run = RunRecord(
+        **{
+            f.name: float(next(floats)) if f.type is float else f"<{f.name}>"
+            for f in msgspec.structs.fields(RunRecord)
+            if f.name != "steps"
+        },
+        steps=[
+            StepRecord(
+                step_id="<step_id>",
+                step_name="<step_name>",
+                status="<status>",
+                started_at=11.0,
+                finished_at=12.0,
+                duration=13.0,
+                artifacts=[Artifact(name="<name>", kind="<kind>", content="<content>")],
+            )
+        ],
+    )
+    code = CodeRecord(
+        pipeline="<pipeline>",
+        pipeline_version="<pipeline_version>",
+        steps=[StepCode(step_name="<step_name>", source="<source>", docstring="<docstring>")],
+    )
+    db = tmp_path / "runs.db"
+    sink = SQLiteSink(db)
+    sink.open()
+    try:
+        sink.write([run, code])
+    finally:
+        sink.close()
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        (stored,) = conn.execute("SELECT * FROM runs").fetchall()
+        (artifact,) = conn.execute("SELECT * FROM artifacts").fetchall()
+        (step_code,) = conn.execute("SELECT * FROM code").fetchall()
+    for field in msgspec.structs.fields(RunRecord):
+        if field.name != "steps":
+            assert stored[field.name] == getattr(run, field.name), field.name
+    assert json.loads(stored["steps"])[0]["step_id"] == "<step_id>"
+    artifact_columns = ("step_id", "name", "kind", "content")
+    assert dict(artifact) == {"run_id": run.run_id, **{k: f"<{k}>" for k in artifact_columns}}
+    code_columns = ("pipeline", "pipeline_version", "step_name", "source", "docstring")
+    assert dict(step_code) == {k: f"<{k}>" for k in code_columns}
+
+
+def test_step_and_run_records_refuse_positional_fields() -> None:
+    """Built once per step and per run from values of the same types: by keyword only."""
+    with pytest.raises(TypeError):
+        StepRecord("s", "s", "completed", 1.0, 2.0, 1.0)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        RunRecord("r", "n", "p", "v", "completed", 1.0, 2.0, 1.0)  # type: ignore[misc]
+
+
 def test_sqlite_sink_keeps_steps_in_the_run_row_and_artifacts_apart(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     sink = SQLiteSink(db)
