@@ -18,7 +18,7 @@ import structlog
 
 from capture import Capture
 from capture.breaker import CircuitBreaker
-from capture.loopmetrics import LoopHistogram
+from capture.lockfree_metrics import LoopHistogram
 from capture.publisher import Publisher
 from capture.records import CodeRecord, RunRecord, StepCode, StepRecord
 from capture.redact import preview, preview_fields

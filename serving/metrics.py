@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from capture.loopmetrics import LoopCounter, LoopHistogram
+from capture.lockfree_metrics import LoopCounter, LoopHistogram
 from jobs import JobManager, JobStatus
 
 requests_total = LoopCounter(
