@@ -28,9 +28,13 @@ class Artifact(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     content: str
 
 
-class StepRecord(msgspec.Struct, gc=False):
-    """One step of a run. Built positionally on the event loop, once per step: keep the
-    field order."""
+class StepRecord(msgspec.Struct, kw_only=True, gc=False):
+    """One step of a run, built on the event loop once per step.
+
+    Keyword-only: four neighbouring fields are `str | None`, so a positional call that
+    got the order wrong would store one preview as another without any error. msgspec
+    matches keywords in C, a few hundred instructions per record (bench/README.md).
+    """
 
     step_id: str
     step_name: str
@@ -49,9 +53,12 @@ class StepRecord(msgspec.Struct, gc=False):
     artifacts: Sequence[Artifact] = ()
 
 
-class RunRecord(msgspec.Struct, tag="run", gc=False):
-    """One run with its steps. Built positionally on the event loop, once per run: keep
-    the field order."""
+class RunRecord(msgspec.Struct, tag="run", kw_only=True, gc=False):
+    """One run with its steps, built on the event loop once per run.
+
+    Keyword-only for the same reason as `StepRecord`. The field order is still the
+    order of the JSON-lines object; the SQLite sink names its columns itself.
+    """
 
     run_id: str
     run_name: str

@@ -114,15 +114,62 @@ _Row = tuple[object, ...]
 # the row (about 3k instructions each, two or more per run). These columns only ever
 # hold text, and text never equals the integer 0 in SQLite, so no value is changed.
 _NULL = 0
-_RUN_ROW = "(?,?,?,?,?,?,?,?,nullif(?,0),nullif(?,0),nullif(?,0),nullif(?,0),?)"
-_ARTIFACT_ROW = "(?,?,?,?,?)"
-_CODE_ROW = "(?,?,?,nullif(?,0),nullif(?,0))"
+
+
+class _Insert:
+    """One table's INSERT, made from one tuple of column names.
+
+    The statement names its columns, so the order of the table's own columns (in
+    SCHEMA, or as a migration left them) never matters, and the placeholders of the
+    nullable ones get their `nullif(?, 0)` from the same names. `SQLiteSink._rows`
+    builds each row in `columns` order, value by value from the record field of the
+    same name: a plain tuple, three times cheaper than `operator.attrgetter` and a
+    loop over the nullable values (tests/capture/test_sinks.py holds each column to
+    its field).
+    """
+
+    __slots__ = ("head", "row")
+
+    def __init__(
+        self, verb: str, table: str, columns: tuple[str, ...], nullable: tuple[str, ...] = ()
+    ) -> None:
+        self.head = f"{verb} {table} ({', '.join(columns)})"
+        self.row = "(" + ",".join("nullif(?,0)" if c in nullable else "?" for c in columns) + ")"
+
+
+_RUNS = _Insert(
+    "INSERT INTO",  # a run is written once: no conflict check
+    "runs",
+    (
+        "run_id",
+        "run_name",
+        "pipeline",
+        "pipeline_version",
+        "status",
+        "started_at",
+        "finished_at",
+        "duration",
+        "parameters",
+        "output_preview",
+        "error",
+        "deployment",
+        "steps",
+    ),
+    nullable=("parameters", "output_preview", "error", "deployment"),
+)
+_ARTIFACTS = _Insert("INSERT INTO", "artifacts", ("run_id", "step_id", "name", "kind", "content"))
+_CODE = _Insert(
+    "INSERT OR IGNORE INTO",  # once per pipeline version; every daemon serving it sends it
+    "code",
+    ("pipeline", "pipeline_version", "step_name", "source", "docstring"),
+    nullable=("source", "docstring"),
+)
 _SLICE = 64  # records turned into rows and inserted between two offers of the CPU
 _CHUNKS = (64, 16, 4, 1)  # rows per INSERT statement
 _yield_cpu = getattr(os, "sched_yield", lambda: None)
 
 
-def _insert_many(conn: sqlite3.Connection, insert: str, row: str, rows: list[_Row]) -> None:
+def _insert_many(conn: sqlite3.Connection, insert: _Insert, rows: list[_Row]) -> None:
     """Insert rows with multi-row VALUES statements of a few fixed sizes.
 
     `executemany` steps once per row, and the sqlite3 module releases and re-takes the
@@ -136,15 +183,15 @@ def _insert_many(conn: sqlite3.Connection, insert: str, row: str, rows: list[_Ro
         return
     start, total = 0, len(rows)
     for size in _CHUNKS:
-        sql = _statement(insert, row, size)
+        sql = _statement(insert.head, insert.row, size)
         while total - start >= size:
             conn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
             start += size
 
 
 @functools.cache
-def _statement(insert: str, row: str, rows: int) -> str:
-    return f"{insert} VALUES {','.join([row] * rows)}"
+def _statement(head: str, row: str, rows: int) -> str:
+    return f"{head} VALUES {','.join([row] * rows)}"
 
 
 def _execute_each(conn: sqlite3.Connection, script: str) -> None:
@@ -239,11 +286,12 @@ class SQLiteSink:
                 if start:
                     _yield_cpu()
                 runs, artifacts, code = self._rows(batch[start : start + _SLICE])
-                _insert_many(conn, "INSERT INTO runs", _RUN_ROW, runs)  # written once: no conflict check
-                _insert_many(conn, "INSERT INTO artifacts", _ARTIFACT_ROW, artifacts)
-                _insert_many(conn, "INSERT OR IGNORE INTO code", _CODE_ROW, code)
+                _insert_many(conn, _RUNS, runs)
+                _insert_many(conn, _ARTIFACTS, artifacts)
+                _insert_many(conn, _CODE, code)
 
     def _rows(self, records: list[Record]) -> tuple[list[_Row], list[_Row], list[_Row]]:
+        """The rows of `_RUNS`, `_ARTIFACTS` and `_CODE`, each in its `columns` order."""
         encode_steps = self._encode_steps
         runs: list[_Row] = []
         artifacts: list[_Row] = []
@@ -261,21 +309,39 @@ class SQLiteSink:
                 if with_artifacts:
                     steps = [msgspec.structs.replace(step, artifacts=()) for step in steps]
                 parameters, output, error, deployment = (
-                    record.parameters, record.output_preview, record.error, record.deployment
-                )  # fmt: skip
+                    record.parameters,
+                    record.output_preview,
+                    record.error,
+                    record.deployment,
+                )
                 runs.append(
-                    (record.run_id, record.run_name, record.pipeline, record.pipeline_version,
-                     record.status, record.started_at, record.finished_at, record.duration,
-                     _NULL if parameters is None else parameters, _NULL if output is None else output,
-                     _NULL if error is None else error, _NULL if deployment is None else deployment,
-                     encode_steps(steps).decode())
-                )  # fmt: skip
+                    (
+                        record.run_id,
+                        record.run_name,
+                        record.pipeline,
+                        record.pipeline_version,
+                        record.status,
+                        record.started_at,
+                        record.finished_at,
+                        record.duration,
+                        _NULL if parameters is None else parameters,
+                        _NULL if output is None else output,
+                        _NULL if error is None else error,
+                        _NULL if deployment is None else deployment,
+                        encode_steps(steps).decode(),
+                    )
+                )
             elif type(record) is CodeRecord:
                 code.extend(
-                    (record.pipeline, record.pipeline_version, c.step_name,
-                     _NULL if c.source is None else c.source, _NULL if c.docstring is None else c.docstring)
+                    (
+                        record.pipeline,
+                        record.pipeline_version,
+                        c.step_name,
+                        _NULL if c.source is None else c.source,
+                        _NULL if c.docstring is None else c.docstring,
+                    )
                     for c in record.steps
-                )  # fmt: skip
+                )
         return runs, artifacts, code
 
     def close(self) -> None:

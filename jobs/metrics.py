@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from capture.loopmetrics import LoopCounter, LoopHistogram
+from capture.lockfree_metrics import LoopCounter, LoopHistogram
 
 invocations_total = LoopCounter(
     "serving_invocations",

@@ -130,6 +130,7 @@ class RunObserver(Protocol):
         self,
         node: StepNode,
         scope: StepScope | None,
+        *,
         status: str,
         inputs: Any,
         value: Any,
@@ -137,7 +138,10 @@ class RunObserver(Protocol):
         attempts: int,
         started_at: float,
         duration: float,
-    ) -> None: ...
+    ) -> None:
+        """Keyword-only: `started_at` and `duration` are both floats, `inputs`, `value`
+        and `error` may all be strings, so a call in the wrong order would still run."""
+        ...
 
 
 class DagExecutor:
@@ -307,7 +311,17 @@ class DagExecutor:
                     emit(ev.StepStarted, step=node.id, attempt=0)
                     emit(ev.StepCompleted, step=node.id, duration=0.0, attempts=0)
                 if observer is not None:
-                    observer.step_finished(node, None, "cached", inputs, value, None, 0, wall_start, 0.0)
+                    observer.step_finished(
+                        node,
+                        None,
+                        status="cached",
+                        inputs=inputs,
+                        value=value,
+                        error=None,
+                        attempts=0,
+                        started_at=wall_start,
+                        duration=0.0,
+                    )
                 return value
         scope = None
         if ctx is not None:
@@ -325,19 +339,47 @@ class DagExecutor:
             if observer is not None:
                 elapsed = time.perf_counter() - started
                 observer.step_finished(
-                    node, scope, "failed", inputs, None, str(exc), exc.attempts, wall_start, elapsed
+                    node,
+                    scope,
+                    status="failed",
+                    inputs=inputs,
+                    value=None,
+                    error=str(exc),
+                    attempts=exc.attempts,
+                    started_at=wall_start,
+                    duration=elapsed,
                 )
             raise
         except asyncio.CancelledError:
             if observer is not None:
                 elapsed = time.perf_counter() - started
-                observer.step_finished(node, scope, "canceled", inputs, None, None, 1, wall_start, elapsed)
+                observer.step_finished(
+                    node,
+                    scope,
+                    status="canceled",
+                    inputs=inputs,
+                    value=None,
+                    error=None,
+                    attempts=1,
+                    started_at=wall_start,
+                    duration=elapsed,
+                )
             raise
         if cache_key is not None:
             self.cache.put(cache_key, value)  # type: ignore[union-attr]
         if observer is not None:
             elapsed = time.perf_counter() - started
-            observer.step_finished(node, scope, "completed", inputs, value, None, 1, wall_start, elapsed)
+            observer.step_finished(
+                node,
+                scope,
+                status="completed",
+                inputs=inputs,
+                value=value,
+                error=None,
+                attempts=1,
+                started_at=wall_start,
+                duration=elapsed,
+            )
         return value
 
     async def _attempts(

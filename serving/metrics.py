@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from capture.loopmetrics import LoopCounter, LoopHistogram
+from capture.lockfree_metrics import LoopCounter, LoopHistogram
 from jobs import JobManager, JobStatus
 
 requests_total = LoopCounter(

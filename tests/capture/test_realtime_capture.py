@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pytest
@@ -378,3 +378,45 @@ async def test_memory_only_runtime_does_not_cache(observed_module: ModuleType) -
     for _ in range(2):
         await _memory_outputs(pipe, pipe.parse_parameters({"n": 3}))
     assert observed_module.CALLS["square"] - before == 2
+
+
+# -- a run canceled by its caller -----------------------------------------------------------
+
+
+async def test_a_canceled_run_is_recorded_with_the_steps_it_reached(tmp_path: Path) -> None:
+    """The executor raises instead of returning a result; the record still names the run,
+    its parameters and every step it reached."""
+    second_started = asyncio.Event()
+
+    @step
+    async def first(word: str) -> Annotated[str, "first"]:
+        return word.upper()
+
+    @step
+    async def second(text: str) -> Annotated[str, "second"]:
+        second_started.set()
+        await asyncio.Event().wait()  # until canceled
+        return text  # pragma: no cover - never reached
+
+    @pipeline
+    def halted(word: str = "w"):
+        return second(first(word))
+
+    sink = RecordingSink()
+    async with realtime(tmp_path / "unused.db", sink=sink, deployment_name="dep") as runtime:
+        run = asyncio.create_task(
+            runtime.run(halted, halted.parse_parameters({"word": "hi"}), run_id="r-1", run_name="n-1")
+        )
+        await second_started.wait()
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+    (record,) = [r for r in sink.records if isinstance(r, RunRecord)]
+    assert (record.run_id, record.run_name, record.pipeline) == ("r-1", "n-1", "halted")
+    assert (record.status, record.error, record.deployment) == ("canceled", "canceled", "dep")
+    assert (record.parameters, record.output_preview) == ('{"word":"hi"}', None)
+    assert record.finished_at - record.started_at == pytest.approx(record.duration)
+    assert [(s.step_id, s.status, s.output_preview) for s in record.steps] == [
+        ("first", "completed", '"HI"'),
+        ("second", "canceled", None),
+    ]

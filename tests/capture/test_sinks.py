@@ -12,7 +12,7 @@ import pydantic
 import pytest
 
 from capture.records import Artifact, CodeRecord, LogLine, RunRecord, StepCode, StepRecord
-from capture.redact import REDACTED, TRUNCATED, preview, preview_fields
+from capture.redact import REDACTED, SECRET_WORDS, TRUNCATED, preview, preview_fields
 from capture.sinks import CaptureURLError, JsonLinesSink, SchemaError, SQLiteSink, sink_from_url
 from runtimes.visualize import Visualization, visualize
 
@@ -137,6 +137,64 @@ def test_sqlite_sink_stores_none_as_null_and_every_text_as_itself(tmp_path: Path
         assert rows[f"text{i}"] == (t, t, t, t)
     assert types == {"text"}
     assert code_rows == [("a", None, None), ("b", "0", "")]
+
+
+def test_sqlite_sink_stores_every_field_in_the_column_of_its_name(tmp_path: Path) -> None:
+    """The sink builds rows as tuples in its INSERTs' column order: a value in the wrong
+    place (three neighbouring floats, four neighbouring optional texts) would be stored
+    without any error. Every field gets a value no other field has."""
+    floats = iter(range(1, 100))
+    run = RunRecord(
+        **{
+            f.name: float(next(floats)) if f.type is float else f"<{f.name}>"
+            for f in msgspec.structs.fields(RunRecord)
+            if f.name != "steps"
+        },
+        steps=[
+            StepRecord(
+                step_id="<step_id>",
+                step_name="<step_name>",
+                status="<status>",
+                started_at=11.0,
+                finished_at=12.0,
+                duration=13.0,
+                artifacts=[Artifact(name="<name>", kind="<kind>", content="<content>")],
+            )
+        ],
+    )
+    code = CodeRecord(
+        pipeline="<pipeline>",
+        pipeline_version="<pipeline_version>",
+        steps=[StepCode(step_name="<step_name>", source="<source>", docstring="<docstring>")],
+    )
+    db = tmp_path / "runs.db"
+    sink = SQLiteSink(db)
+    sink.open()
+    try:
+        sink.write([run, code])
+    finally:
+        sink.close()
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        (stored,) = conn.execute("SELECT * FROM runs").fetchall()
+        (artifact,) = conn.execute("SELECT * FROM artifacts").fetchall()
+        (step_code,) = conn.execute("SELECT * FROM code").fetchall()
+    for field in msgspec.structs.fields(RunRecord):
+        if field.name != "steps":
+            assert stored[field.name] == getattr(run, field.name), field.name
+    assert json.loads(stored["steps"])[0]["step_id"] == "<step_id>"
+    artifact_columns = ("step_id", "name", "kind", "content")
+    assert dict(artifact) == {"run_id": run.run_id, **{k: f"<{k}>" for k in artifact_columns}}
+    code_columns = ("pipeline", "pipeline_version", "step_name", "source", "docstring")
+    assert dict(step_code) == {k: f"<{k}>" for k in code_columns}
+
+
+def test_step_and_run_records_refuse_positional_fields() -> None:
+    """Built once per step and per run from values of the same types: by keyword only."""
+    with pytest.raises(TypeError):
+        StepRecord("s", "s", "completed", 1.0, 2.0, 1.0)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        RunRecord("r", "n", "p", "v", "completed", 1.0, 2.0, 1.0)  # type: ignore[misc]
 
 
 def test_sqlite_sink_keeps_steps_in_the_run_row_and_artifacts_apart(tmp_path: Path) -> None:
@@ -386,6 +444,50 @@ def test_preview_redacts_secret_looking_keys_at_any_depth() -> None:
     assert out["apiKey"] == out["Authorization"] == REDACTED
     assert out["user"] == "ada"
     assert out["nested"] == [{"secret": REDACTED, "region": "eu"}, ["ok", {"private_key": REDACTED}]]
+
+
+def secret_words() -> list[str]:
+    """Every alternative of capture.redact.SECRET_WORDS as words, in the spellings
+    names take (case, separators, embedded in a longer name)."""
+    words = []
+    for stem, before in SECRET_WORDS:
+        for word in [stem] if not before else [b + sep + stem for b in before for sep in ("", "-", "_")]:
+            words += [word, word.upper(), word.title(), f"my_{word}_2", f"x{word.capitalize()}"]
+    return words
+
+
+@pytest.mark.parametrize("word", secret_words())
+def test_preview_redacts_every_secret_word_on_every_path(word: str) -> None:
+    """Each path to a preview decides about names differently (a substring pre-check
+    over the JSON text, names once per tuple, Struct fields once per type, redaction
+    after a cut or of values JSON cannot carry); none may let a secret word through."""
+    short, cut = 10_000, 40
+    assert json.loads(preview({word: "hunter2", "user": "ada"}, short)) == {word: REDACTED, "user": "ada"}
+    assert json.loads(preview([{"nested": {word: "hunter2"}}], short)) == [{"nested": {word: REDACTED}}]
+    assert "hunter2" not in preview({"filler": "x" * 50, word: "hunter2"}, cut)
+    assert json.loads(preview_fields((word, "user"), ["hunter2", "ada"], short)) == {
+        word: REDACTED,
+        "user": "ada",
+    }
+    shape = msgspec.defstruct("Shape", [("field", str)], rename={"field": word})
+    assert json.loads(preview(shape("hunter2"), short)) == {word: REDACTED}
+    described = json.loads(preview({word: "hunter2", "client": object()}, short))  # not JSON as it is
+    assert described[word] == REDACTED
+
+
+def test_preview_needs_the_word_before_a_stem_that_is_no_secret_alone() -> None:
+    assert json.loads(preview({"key": "k", "monkey": "m"}, 1000)) == {"key": "k", "monkey": "m"}
+
+
+def test_preview_redacts_letters_that_fold_to_a_secret_word() -> None:
+    """ "password" with a long s (U+017F) matched the regex (re.I) but not the lowered
+    stem "pass" the pre-check looked for, so alone in a dict it was shown in clear."""
+    word = "pa\u017f\u017fword"
+    assert json.loads(preview({word: "hunter2"}, 1000)) == {word: REDACTED}
+    assert json.loads(preview({"\u212aey_api": "k", "API\u212aEY": "k"}, 1000)) == {  # the Kelvin sign
+        "\u212aey_api": "k",
+        "API\u212aEY": REDACTED,
+    }
 
 
 def test_preview_of_structs_redacts_by_field_name_and_nested_keys() -> None:

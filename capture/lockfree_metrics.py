@@ -5,6 +5,9 @@ about 5 us, a tenth of a trivial request. These are updated only from the event 
 thread (one writer, so no lock) with a dict lookup and an increment or a bisect, and
 are turned into ordinary metric families when Prometheus scrapes. Use them only from
 the loop thread; anything else should use prometheus-client directly.
+
+Serving, jobs and runtimes all count with these, so they live in `capture`, the layer
+each of them may import, next to the capture pipeline's own metrics (`capture.metrics`).
 """
 
 from __future__ import annotations
