@@ -360,7 +360,7 @@ class DagExecutor:
                     inputs=inputs,
                     value=None,
                     error=None,
-                    attempts=1,
+                    attempts=scope.attempt if scope is not None else 1,
                     started_at=wall_start,
                     duration=elapsed,
                 )
@@ -376,7 +376,7 @@ class DagExecutor:
                 inputs=inputs,
                 value=value,
                 error=None,
-                attempts=1,
+                attempts=scope.attempt if scope is not None else 1,
                 started_at=wall_start,
                 duration=elapsed,
             )
@@ -398,6 +398,8 @@ class DagExecutor:
             attempt += 1
             if emit:
                 emit(ev.StepStarted, step=node.id, attempt=attempt)
+            if scope is not None:
+                scope.attempt = attempt
             token = current_step.set(scope) if scope else None
             failure: BaseException | None = None
             try:

@@ -20,7 +20,17 @@ class StepScope:
     """The running step as code inside it sees it: where its events, log lines and
     artifacts go, and how to reach the loop from a worker thread."""
 
-    __slots__ = ("artifacts", "emit", "logs", "loop", "loop_thread", "partial", "run_id", "step_id")
+    __slots__ = (
+        "artifacts",
+        "attempt",
+        "emit",
+        "logs",
+        "loop",
+        "loop_thread",
+        "partial",
+        "run_id",
+        "step_id",
+    )
 
     def __init__(
         self,
@@ -39,6 +49,7 @@ class StepScope:
         self.logs = logs  # None: log lines are not captured for this run
         self.artifacts = artifacts
         self.partial: dict[str, str] | None = None  # unfinished printed line per stream, once printed
+        self.attempt = 0  # the attempt under way (1, 2, ... with retries), for the step's record
 
     def send(self, cls: type[ev.RunEvent], **fields: Any) -> None:
         """Emit on the loop's thread: events keep their order and callbacks stay single-threaded."""

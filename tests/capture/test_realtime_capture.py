@@ -420,3 +420,46 @@ async def test_a_canceled_run_is_recorded_with_the_steps_it_reached(tmp_path: Pa
         ("first", "completed", '"HI"'),
         ("second", "canceled", None),
     ]
+
+
+# -- retried steps ------------------------------------------------------------------------
+
+
+async def test_a_step_record_counts_the_attempts_it_took(tmp_path: Path) -> None:
+    """The record says how many attempts a step took, as its events do: a step that
+    succeeds on its second try is `attempts=2`, and one canceled during its second try too."""
+    tries = {"flaky": 0, "stuck": 0}
+    stuck_retrying = asyncio.Event()
+
+    @step(retries=2)
+    async def flaky(word: str) -> Annotated[str, "flaky"]:
+        tries["flaky"] += 1
+        if tries["flaky"] == 1:
+            raise RuntimeError("first try fails")
+        return word
+
+    @step(retries=3)
+    async def stuck(text: str) -> Annotated[str, "stuck"]:
+        tries["stuck"] += 1
+        if tries["stuck"] == 1:
+            raise RuntimeError("first try fails")
+        stuck_retrying.set()
+        await asyncio.Event().wait()  # until canceled
+        return text  # pragma: no cover - never reached
+
+    @pipeline
+    def retried(word: str = "w"):
+        return stuck(flaky(word))
+
+    sink = RecordingSink()
+    async with realtime(tmp_path / "unused.db", sink=sink) as runtime:
+        run = asyncio.create_task(runtime.run(retried, retried.parse_parameters({})))
+        await stuck_retrying.wait()
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+    (record,) = [r for r in sink.records if isinstance(r, RunRecord)]
+    assert [(s.step_id, s.status, s.attempts) for s in record.steps] == [
+        ("flaky", "completed", 2),
+        ("stuck", "canceled", 2),
+    ]
