@@ -193,4 +193,4 @@ def test_errors_are_one_line_however_long_the_path(tmp_path: Path) -> None:
 def test_non_sqlite_store_is_refused(tmp_path: Path) -> None:
     result = cli("runs", "list", home=tmp_path, SERVING_CAPTURE_URL="jsonl:-")
     assert result.returncode == 1
-    assert "not SQLite" in result.stderr
+    assert "not SQLite or PostgreSQL" in result.stderr
