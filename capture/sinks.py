@@ -2,9 +2,12 @@
 
 - `SQLiteSink` (default): `$SERVING_HOME/runs.db`, WAL mode, one transaction per batch.
 - `JsonLinesSink`: one JSON object per record, to a file or stdout.
+- `PostgresSink` (`capture/postgres.py`): the same records in a PostgreSQL database
+  that several replicas share.
 
 `sink_from_url` reads `SERVING_CAPTURE_URL`: `sqlite:///path/runs.db` (or a bare path),
-`jsonl:///path/runs.jsonl`, `jsonl:-` (stdout).
+`jsonl:///path/runs.jsonl`, `jsonl:-` (stdout), `postgresql://user@host:port/db`
+(or `postgres://`).
 """
 
 from __future__ import annotations
@@ -105,6 +108,11 @@ DROP INDEX IF EXISTS runs_pipeline;
 
 class SchemaError(Exception):
     """The database was written by a newer version of serving, or is not a run store."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or opened (a networked one: refused, unknown host,
+    bad credentials); one line, without the URL's password."""
 
 
 _Row = tuple[object, ...]
@@ -387,8 +395,41 @@ class CaptureURLError(ValueError):
     pass
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_EXPECTED = (
+    "expected sqlite:///path/runs.db, postgresql://user@host:port/database, "
+    "jsonl:///path/runs.jsonl or jsonl:- (stdout)"
+)
+
+
+def display_url(url: str) -> str:
+    """The URL as errors and logs may show it: a PostgreSQL password becomes `***`."""
+    if url.startswith(POSTGRES_SCHEMES):
+        from urllib.parse import urlsplit, urlunsplit
+
+        with contextlib.suppress(ValueError):
+            parts = urlsplit(url)
+            if parts.password:
+                netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+                return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
 def sink_from_url(url: str) -> Sink:
-    """Build the sink `SERVING_CAPTURE_URL` names; raises CaptureURLError when unreadable."""
+    """Build the sink `SERVING_CAPTURE_URL` names; raises CaptureURLError when unreadable.
+
+    Nothing is opened or connected here: `Sink.open` does that, in the writer thread."""
+    if url.startswith(POSTGRES_SCHEMES):
+        try:
+            from capture.postgres import PostgresSink, PostgresURLError
+        except ImportError:
+            raise CaptureURLError(
+                f"{display_url(url)!r}: a PostgreSQL store needs the extra: pip install 'serving[postgres]'"
+            ) from None
+        try:
+            return PostgresSink(url)
+        except PostgresURLError as exc:
+            raise CaptureURLError(str(exc)) from None
     if url.startswith("sqlite://"):
         path = url[len("sqlite://") :]
         if not path or path == "/":
@@ -405,6 +446,4 @@ def sink_from_url(url: str) -> Sink:
         return SQLiteSink(url)
     if "://" not in url and url.endswith((".jsonl", ".ndjson")):
         return JsonLinesSink(url)
-    raise CaptureURLError(
-        f"{url!r}: expected sqlite:///path/runs.db, jsonl:///path/runs.jsonl or jsonl:- (stdout)"
-    )
+    raise CaptureURLError(f"{url!r}: {_EXPECTED}")

@@ -43,7 +43,7 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         except ImportError:
             return fail("SERVING_SERVER=uvicorn needs the extra: pip install 'serving[uvicorn]'", EXIT_USAGE)
 
-    from capture.sinks import CaptureURLError
+    from capture.sinks import CaptureURLError, display_url
     from runtimes import create_runtime
     from runtimes.base import UnknownRuntimeError
 
@@ -70,7 +70,8 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
     if runtime.name == "realtime":
         problem = _capture_store_problem(settings.effective_capture_url)
         if problem is not None:
-            return fail(f"SERVING_CAPTURE_URL={settings.effective_capture_url!r}: {problem}", EXIT_USAGE)
+            shown = display_url(settings.effective_capture_url)
+            return fail(f"SERVING_CAPTURE_URL={shown!r}: {problem}", EXIT_USAGE)
 
     from serving.server import ServerStartError, run_server
 
@@ -89,13 +90,13 @@ def _capture_store_problem(url: str) -> str | None:
     """Open and close the capture store once, so a bad one fails the start in one line."""
     import sqlite3
 
-    from capture.sinks import SchemaError, sink_from_url
+    from capture.sinks import SchemaError, StoreUnavailable, sink_from_url
 
     sink = sink_from_url(url)
     try:
         sink.open()
         sink.close()
-    except (OSError, sqlite3.Error, SchemaError) as exc:
+    except (OSError, sqlite3.Error, SchemaError, StoreUnavailable) as exc:
         return f"cannot open the capture store: {exc}"
     return None
 

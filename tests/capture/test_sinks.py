@@ -405,7 +405,21 @@ def test_sink_from_url_accepts(url: str, kind: type, path: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["sqlite://", "sqlite:///", "postgres://db/runs", "http://x/runs.db", "runs.txt", "", "jsonl"]
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///",
+        "http://x/runs.db",
+        "runs.txt",
+        "",
+        "jsonl",
+        "postgres://db",  # no database named
+        "postgresql://",
+        "postgresql://u@h:port/runs",
+        "postgresql://u@h:70000/runs",
+        "postgresql://[::1/runs",
+        "postgresql://h/runs?no_such_option=1",
+    ],
 )
 def test_sink_from_url_rejects(url: str) -> None:
     with pytest.raises(CaptureURLError, match="expected"):

@@ -8,6 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 from gates import Gate, gate_factory
+from pgdb import pg_url
+
+__all__ = ["pg_url"]  # a private PostgreSQL database per test
 
 GUARD = 10.0  # seconds; a hang guard only
 

@@ -234,7 +234,7 @@ def test_capture_metadata_override(daemon: Any, tmp_path: Path) -> None:
     assert query(db, "SELECT count(*) AS n FROM step_logs")[0]["n"] == 7  # logs are still captured
 
 
-@pytest.mark.parametrize("url", ["postgres://db/runs", "sqlite:///", "runs.txt"])
+@pytest.mark.parametrize("url", ["postgres://127.0.0.1:5432", "sqlite:///", "runs.txt"])
 def test_bad_capture_url_is_one_line_and_exit_2(run_serving: Any, url: str) -> None:
     result = run_serving(HELLO, capture_url=url)
     assert result.returncode == 2, result.stderr

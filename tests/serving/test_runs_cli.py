@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -193,4 +194,23 @@ def test_errors_are_one_line_however_long_the_path(tmp_path: Path) -> None:
 def test_non_sqlite_store_is_refused(tmp_path: Path) -> None:
     result = cli("runs", "list", home=tmp_path, SERVING_CAPTURE_URL="jsonl:-")
     assert result.returncode == 1
-    assert "not SQLite" in result.stderr
+    assert "not SQLite or PostgreSQL" in result.stderr
+
+
+def test_runs_list_output_json(store: Store) -> None:
+    result = cli("runs", "list", "--output", "json", home=store.home)
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)
+    every = store.completed + store.failed
+    assert [r["run_id"] for r in runs] == every[::-1]  # newest first
+    assert [r["status"] for r in runs] == ["failed"] * 2 + ["completed"] * 3
+    for run in runs:
+        assert set(run) == {"run_id", "pipeline", "status", "started_at", "duration", "parameters"}
+        assert run["pipeline"] == "observed" and run["duration"] > 0
+        assert isinstance(run["started_at"], float)
+    assert runs[0]["parameters"]["marker"] == "cli-bad-1" and runs[0]["parameters"]["fail"] is True
+    assert runs[-1]["parameters"]["marker"] == "cli-ok-0"
+    failed = json.loads(cli("runs", "list", "--output", "json", "--status", "failed", home=store.home).stdout)
+    assert [r["run_id"] for r in failed] == store.failed[::-1]
+    empty = cli("runs", "list", "--output", "json", "--pipeline", "none", home=store.home)
+    assert empty.returncode == 0 and json.loads(empty.stdout) == []
