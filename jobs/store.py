@@ -19,7 +19,8 @@ from jobs.states import JobStatus
 
 class JobStore(Protocol):
     async def put(self, job: Job) -> None:
-        """Insert or update a record (after every state change)."""
+        """Insert or update a record (after every state change); an unfinished record
+        never replaces a finished one."""
 
     async def get(self, job_id: str) -> Job | None: ...
 
@@ -63,9 +64,12 @@ class MemoryJobStore:
         self._key_of: dict[str, str] = {}
 
     async def put(self, job: Job) -> None:
-        if job.job_id not in self._jobs:
+        old = self._jobs.get(job.job_id)
+        if old is None:
             self._counter += 1
             self._order[job.job_id] = self._counter
+        elif old.status.finished and not job.status.finished:
+            return  # a late write never brings a finished job back
         self._jobs[job.job_id] = job
         if job.status.finished and job.job_id not in self._finished:
             self._finished[job.job_id] = time.monotonic()

@@ -267,3 +267,45 @@ def anyio_backend() -> str:
     """The one backend for every `@pytest.mark.anyio` test in the suite: the product
     runs on asyncio (uvloop in the daemon), never on trio."""
     return "asyncio"
+
+
+# -- Redis ----------------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("SERVING_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def redis_client() -> Any:
+    """A sync client of the test Redis; fails the test in one line naming it if unreachable."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        pytest.fail(f"Redis at {REDIS_URL} is unreachable ({exc}); the Redis tests need it", pytrace=False)
+    return client
+
+
+def drop_prefix(client: Any, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of the test Redis for one test; every key under it is deleted after."""
+    import uuid
+
+    client = redis_client()
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    drop_prefix(client, prefix)
+    client.close()
+
+
+@pytest.fixture
+def job_store_url(redis_prefix: str) -> str:
+    """SERVING_JOB_STORE for daemons of one test: the test Redis under a private prefix."""
+    return f"{REDIS_URL}?prefix={redis_prefix}"
