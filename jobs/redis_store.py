@@ -18,14 +18,18 @@ replica's sweeper calls, so no key and no index grows without bound.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import msgspec
 import redis.asyncio as aioredis
 
+from jobs.events import JobEventLog
 from jobs.records import Job
+from jobs.redis_events import CancelBus, RedisEventLog, StreamMirror
 from jobs.states import FINISHED, JobStatus
 
 DEFAULT_PREFIX = "serving:"
@@ -174,19 +178,28 @@ class RedisJobStore:
     `redis.exceptions.RedisError` (ConnectionError when Redis is unreachable).
     """
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX, ttl: float = 3600.0) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        ttl: float = 3600.0,
+        events_max: int = 10_000,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
+        self.events_max = events_max
+        self._cancels = CancelBus(client, self.key("cancel"))
         self._put = client.register_script(_PUT)
         self._delete = client.register_script(_DELETE)
         self._evict = client.register_script(_EVICT)
         self._claim = client.register_script(_CLAIM)
 
     @classmethod
-    def from_url(cls, url: str, *, ttl: float = 3600.0) -> RedisJobStore:
+    def from_url(cls, url: str, *, ttl: float = 3600.0, events_max: int = 10_000) -> RedisJobStore:
         client_url, prefix = parse_store_url(url)
-        return cls(aioredis.Redis.from_url(client_url), prefix=prefix, ttl=ttl)
+        return cls(aioredis.Redis.from_url(client_url), prefix=prefix, ttl=ttl, events_max=events_max)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -254,6 +267,32 @@ class RedisJobStore:
                 pipe.zcard(self.key("status", status.value))
             counts = await pipe.execute()
         return {status: int(n) for status, n in zip(JobStatus, counts, strict=True) if n}
+
+    # -- what replicas share besides records (SharedJobStore) ---------------------------
+
+    def mirror(
+        self, job_id: str, log: JobEventLog, after_flush: Callable[[], Awaitable[None]]
+    ) -> asyncio.Task[None]:
+        mirror = StreamMirror(
+            self.client, self.key("events", job_id), self.events_max, _ms(self.ttl), after_flush
+        )
+        log.listener = mirror
+        return mirror.task
+
+    def events(self, job_id: str) -> RedisEventLog:
+        async def exists() -> bool:
+            return bool(await self.client.exists(self.key("job", job_id)))
+
+        return RedisEventLog(self.client, self.key("events", job_id), exists)
+
+    async def wait_end(self, job_id: str, timeout: float) -> bool:
+        return await self.events(job_id).wait_end(timeout)
+
+    async def request_cancel(self, job_id: str, reason: str) -> None:
+        await self._cancels.request(job_id, reason)
+
+    async def listen_cancels(self, handle: Callable[[str, str], Awaitable[None]]) -> asyncio.Task[None]:
+        return await self._cancels.listen(handle)
 
 
 def _split_binding(raw: bytes) -> tuple[str, str]:

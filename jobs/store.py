@@ -8,11 +8,14 @@ running jobs are never evicted.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import collections
 import time
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
 
+from jobs.events import EventLog, JobEventLog
 from jobs.records import Job
 from jobs.states import JobStatus
 
@@ -50,6 +53,38 @@ class JobStore(Protocol):
     async def count_by_status(self) -> dict[JobStatus, int]:
         """Kept records by status (statuses with none may be left out); for metrics."""
         ...
+
+
+@runtime_checkable
+class SharedJobStore(JobStore, Protocol):
+    """A store several replicas share (Redis): besides records it carries each job's
+    events and the cancel requests, so any replica answers for any job."""
+
+    def mirror(
+        self, job_id: str, log: JobEventLog, after_flush: Callable[[], Awaitable[None]]
+    ) -> asyncio.Task[None]:
+        """Copy every entry `log` appends to the shared log, in order, from the returned
+        task (which ends after the terminal entry); `after_flush` runs after each batch."""
+        ...
+
+    def events(self, job_id: str) -> EventLog:
+        """The job's shared event log, readable from any replica."""
+        ...
+
+    async def wait_end(self, job_id: str, timeout: float) -> bool:
+        """Wait until the job's terminal event is shared or `timeout` passes."""
+        ...
+
+    async def request_cancel(self, job_id: str, reason: str) -> None:
+        """Ask whichever replica runs the job to cancel it."""
+        ...
+
+    async def listen_cancels(self, handle: Callable[[str, str], Awaitable[None]]) -> asyncio.Task[None]:
+        """Call `handle(job_id, reason)` for every cancel request, from the returned task;
+        returns once listening, so no later request is missed."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class MemoryJobStore:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from polling import GUARD, WaitTimeout, wait_until
+from redis_helpers import REDIS_URL, drop_prefix, redis_client
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 15.0
@@ -269,35 +271,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-# -- Redis ----------------------------------------------------------------------------
-
-REDIS_URL = os.environ.get("SERVING_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-def redis_client() -> Any:
-    """A sync client of the test Redis; fails the test in one line naming it if unreachable."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        pytest.fail(f"Redis at {REDIS_URL} is unreachable ({exc}); the Redis tests need it", pytrace=False)
-    return client
-
-
-def drop_prefix(client: Any, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-
-
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
     """A key prefix of the test Redis for one test; every key under it is deleted after."""
-    import uuid
-
     client = redis_client()
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
     yield prefix

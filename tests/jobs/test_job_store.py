@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import REDIS_URL, redis_client
+from redis_helpers import REDIS_URL, redis_client
 
 from jobs import Job, JobStatus, JobStore, MemoryJobStore
 from jobs.redis_store import RedisJobStore
