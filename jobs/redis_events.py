@@ -105,6 +105,9 @@ class RedisEventLog:
         the terminal one. Ends early when the job is deleted or expires meanwhile.
         Raises RedisError when Redis fails."""
         cursor = after_seq
+        last: Any = await self.client.xrevrange(self.key, count=1)
+        if last and last[0][1][b"e"] == b"1" and _seq(last[0][0]) <= cursor:
+            return  # resumed after the end: nothing more will come
         while True:
             reply: Any = await self.client.xread({self.key: f"{cursor}-0"}, count=BATCH, block=BLOCK_MS)
             if not reply:

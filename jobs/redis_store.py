@@ -184,12 +184,10 @@ class RedisJobStore:
         *,
         prefix: str = DEFAULT_PREFIX,
         ttl: float = 3600.0,
-        events_max: int = 10_000,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
-        self.events_max = events_max
         self._cancels = CancelBus(client, self.key("cancel"))
         self._put = client.register_script(_PUT)
         self._delete = client.register_script(_DELETE)
@@ -197,9 +195,9 @@ class RedisJobStore:
         self._claim = client.register_script(_CLAIM)
 
     @classmethod
-    def from_url(cls, url: str, *, ttl: float = 3600.0, events_max: int = 10_000) -> RedisJobStore:
+    def from_url(cls, url: str, *, ttl: float = 3600.0) -> RedisJobStore:
         client_url, prefix = parse_store_url(url)
-        return cls(aioredis.Redis.from_url(client_url), prefix=prefix, ttl=ttl, events_max=events_max)
+        return cls(aioredis.Redis.from_url(client_url), prefix=prefix, ttl=ttl)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -273,8 +271,9 @@ class RedisJobStore:
     def mirror(
         self, job_id: str, log: JobEventLog, after_flush: Callable[[], Awaitable[None]]
     ) -> asyncio.Task[None]:
+        # The shared log keeps as many events as the local one (SERVING_JOB_EVENTS_MAX).
         mirror = StreamMirror(
-            self.client, self.key("events", job_id), self.events_max, _ms(self.ttl), after_flush
+            self.client, self.key("events", job_id), log.max_events, _ms(self.ttl), after_flush
         )
         log.listener = mirror
         return mirror.task

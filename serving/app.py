@@ -153,9 +153,7 @@ def create_app(
     if settings.job_store != "memory":
         from jobs.redis_store import RedisJobStore
 
-        store = RedisJobStore.from_url(
-            settings.job_store, ttl=settings.job_ttl, events_max=settings.job_events_max
-        )
+        store = RedisJobStore.from_url(settings.job_store, ttl=settings.job_ttl)
     manager = JobManager(
         pipeline,
         runtime,
