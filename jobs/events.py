@@ -10,8 +10,8 @@ event naming the sequence numbers it missed, then continues from the oldest kept
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 import msgspec
 
@@ -49,9 +49,21 @@ def _encode_event(event: Any) -> bytes:
         return _encoder.encode(fields)
 
 
+class EventLog(Protocol):
+    """What a subscriber reads a job's events from: the local `JobEventLog`, or the
+    job's Redis stream (`jobs.redis_events.RedisEventLog`) on any replica."""
+
+    def read(self, after_seq: int = 0) -> AsyncIterator[LogEntry]:
+        """Every entry after `after_seq`: history, a `gap` entry where the bounded log
+        dropped some, live entries, and the terminal one last."""
+        ...
+
+
 class JobEventLog:
     def __init__(self, max_events: int) -> None:
         self.max_events = max_events
+        # Told of every entry as it is appended (a shared store copies them out).
+        self.listener: Callable[[LogEntry], None] | None = None
         # A list with a moving head: slicing new entries is O(new), dropping is O(1)
         # amortised (the dead prefix is compacted when it grows as large as the log).
         self._entries: list[LogEntry] = []
@@ -78,6 +90,8 @@ class JobEventLog:
                 self._head = 0
         if terminal:
             self.closed = True
+        if self.listener is not None:
+            self.listener(entry)
         self._wake()
         return entry
 

@@ -23,7 +23,7 @@ from jobs.events import JobEventLog, LogEntry
 from jobs.limits import Limiter, QueueFull
 from jobs.records import InvocationMetadata, InvocationResponse, Job, JobProgress
 from jobs.states import JobStatus, can_move
-from jobs.store import JobStore, MemoryJobStore
+from jobs.store import JobStore, MemoryJobStore, SharedJobStore
 from runtimes import Pipeline, RunResult, RunStatus, Runtime
 from runtimes import events as ev
 from runtimes.ids import new_id
@@ -108,12 +108,18 @@ class JobManager:
         self._active: dict[str, _Active] = {}
         self._logs: dict[str, JobEventLog] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # With a store replicas share, events and cancel requests go through it too.
+        self.shared: SharedJobStore | None = self.store if isinstance(self.store, SharedJobStore) else None
+        self._mirrors: set[asyncio.Task[None]] = set()
+        self._cancel_listener: asyncio.Task[None] | None = None
 
     # -- life cycle ----------------------------------------------------------------
 
     async def start(self) -> None:
         interval = min(30.0, max(0.5, self.settings.job_ttl / 10))
         self._sweeper = asyncio.create_task(self._sweep(interval), name="jobs:retention")
+        if self.shared is not None:
+            self._cancel_listener = await self.shared.listen_cancels(self._remote_cancel)
 
     async def stop(self, grace: float = 0.0) -> None:
         """Let active jobs finish for up to `grace` seconds, then cancel the rest."""
@@ -130,6 +136,18 @@ class JobManager:
         tasks = [a.task for a in self._active.values() if a.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+        if self._mirrors:  # the last events (the ends) reach the shared log before exit
+            await asyncio.wait(self._mirrors, timeout=5)
+        if self._cancel_listener is not None:
+            self._cancel_listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cancel_listener
+
+    async def _remote_cancel(self, job_id: str, reason: str) -> None:
+        """A cancel request from another replica: ours to act on only if we run the job."""
+        if job_id in self._active:
+            with contextlib.suppress(JobNotFound, JobFinished):
+                await self.cancel(job_id, reason, wait=0)
 
     async def _sweep(self, interval: float) -> None:
         while True:
@@ -231,7 +249,12 @@ class JobManager:
         active = _Active(job, events, params, timeout)
         active.ticket = ticket
         self._active[job_id] = active
-        self._logs[job_id] = events
+        if self.shared is None:
+            self._logs[job_id] = events
+        else:
+            mirror = self.shared.mirror(job_id, events, lambda: self._share_progress(job))
+            self._mirrors.add(mirror)
+            mirror.add_done_callback(self._mirrors.discard)
         await self.store.put(job)
         active.task = asyncio.create_task(self._drive(job, active), name=f"job:{job_id}")
         if await self.store.count() > self.settings.max_jobs:
@@ -288,6 +311,11 @@ class JobManager:
             job.execution_time = job.execution_time or round(time.perf_counter() - started, 6)
             active.done.set()
             self._active.pop(job.job_id, None)
+
+    async def _share_progress(self, job: Job) -> None:
+        """Store a running job's progress, so a GET on another replica shows it."""
+        if not job.status.finished:
+            await self.store.put(job)
 
     def _on_event(self, job: Job, active: _Active, event: ev.RunEvent) -> None:
         if active.held_terminal is not None or job.status.finished:
@@ -415,8 +443,16 @@ class JobManager:
         active = self._active.get(job_id)
         if active is not None:
             job = active.job  # the record its task finishes, not a copy from the store
-        if job.status.finished or active is None:
+        if job.status.finished:
             raise JobFinished(job)
+        if active is None:
+            if self.shared is None:
+                raise JobFinished(job)
+            # Another replica runs it: ask, then wait for its end like a local cancel.
+            await self.shared.request_cancel(job_id, reason)
+            if wait > 0:
+                await self.shared.wait_end(job_id, wait)
+            return await self.store.get(job_id) or job
         job.cancel_reason = reason
         if job.status is JobStatus.queued:
             # The task may never start now, so it cannot clean up after itself; and it
@@ -447,8 +483,13 @@ class JobManager:
         """
         job = await self.get(job_id)
         active = self._active.get(job_id)
-        if active is None or job.status.finished:
+        if job.status.finished:
             return job
+        if active is None:
+            if self.shared is None or timeout <= 0:
+                return job
+            await self.shared.wait_end(job_id, timeout)  # it runs on another replica
+            return await self.store.get(job_id) or job
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await active.done.wait()
@@ -466,10 +507,17 @@ class JobManager:
 
         Raises JobNotFound before yielding anything.
         """
-        events = self._logs.get(job_id)
-        if events is None:
+        if self.shared is None:
+            events = self._logs.get(job_id)
+            if events is None:
+                raise JobNotFound(job_id)
+            return events.read(after_seq)
+        active = self._active.get(job_id)
+        if active is not None:  # ours: the local log, without a round trip per event
+            return active.events.read(after_seq)
+        if await self.store.get(job_id) is None:
             raise JobNotFound(job_id)
-        return events.read(after_seq)
+        return self.shared.events(job_id).read(after_seq)
 
     async def status_counts(self) -> dict[JobStatus, int]:
         """Kept jobs by status, as the store counts them; for metrics."""

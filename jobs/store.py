@@ -8,18 +8,22 @@ running jobs are never evicted.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import collections
 import time
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
 
+from jobs.events import EventLog, JobEventLog
 from jobs.records import Job
 from jobs.states import JobStatus
 
 
 class JobStore(Protocol):
     async def put(self, job: Job) -> None:
-        """Insert or update a record (after every state change)."""
+        """Insert or update a record (after every state change); an unfinished record
+        never replaces a finished one."""
 
     async def get(self, job_id: str) -> Job | None: ...
 
@@ -51,6 +55,38 @@ class JobStore(Protocol):
         ...
 
 
+@runtime_checkable
+class SharedJobStore(JobStore, Protocol):
+    """A store several replicas share (Redis): besides records it carries each job's
+    events and the cancel requests, so any replica answers for any job."""
+
+    def mirror(
+        self, job_id: str, log: JobEventLog, after_flush: Callable[[], Awaitable[None]]
+    ) -> asyncio.Task[None]:
+        """Copy every entry `log` appends to the shared log, in order, from the returned
+        task (which ends after the terminal entry); `after_flush` runs after each batch."""
+        ...
+
+    def events(self, job_id: str) -> EventLog:
+        """The job's shared event log, readable from any replica."""
+        ...
+
+    async def wait_end(self, job_id: str, timeout: float) -> bool:
+        """Wait until the job's terminal event is shared or `timeout` passes."""
+        ...
+
+    async def request_cancel(self, job_id: str, reason: str) -> None:
+        """Ask whichever replica runs the job to cancel it."""
+        ...
+
+    async def listen_cancels(self, handle: Callable[[str, str], Awaitable[None]]) -> asyncio.Task[None]:
+        """Call `handle(job_id, reason)` for every cancel request, from the returned task;
+        returns once listening, so no later request is missed."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class MemoryJobStore:
     """Records in a dict, in creation order; finished ones also in finish order."""
 
@@ -63,9 +99,12 @@ class MemoryJobStore:
         self._key_of: dict[str, str] = {}
 
     async def put(self, job: Job) -> None:
-        if job.job_id not in self._jobs:
+        old = self._jobs.get(job.job_id)
+        if old is None:
             self._counter += 1
             self._order[job.job_id] = self._counter
+        elif old.status.finished and not job.status.finished:
+            return  # a late write never brings a finished job back
         self._jobs[job.job_id] = job
         if job.status.finished and job.job_id not in self._finished:
             self._finished[job.job_id] = time.monotonic()

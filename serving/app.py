@@ -149,6 +149,11 @@ def create_app(
         deployment_name=settings.deployment_name, pipeline_name=pipeline.name
     )
     state = AppState()
+    store = None
+    if settings.job_store != "memory":
+        from jobs.redis_store import RedisJobStore
+
+        store = RedisJobStore.from_url(settings.job_store, ttl=settings.job_ttl)
     manager = JobManager(
         pipeline,
         runtime,
@@ -160,6 +165,7 @@ def create_app(
             events_max=settings.job_events_max,
         ),
         metadata=identity,
+        store=store,
     )
     jobs_api = JobsAPI(manager, settings, state.shutdown)
     register_jobs_collector(manager)
@@ -226,6 +232,8 @@ def create_app(
         finally:
             state.ready = False
             await manager.stop(grace=state.grace_left(settings.graceful_timeout, settings.drain_delay))
+            if store is not None:
+                await store.close()
             await runtime.stop()
 
     routes: list[BaseRoute] = [

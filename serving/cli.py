@@ -73,6 +73,11 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
             shown = display_url(settings.effective_capture_url)
             return fail(f"SERVING_CAPTURE_URL={shown!r}: {problem}", EXIT_USAGE)
 
+    if settings.job_store != "memory":
+        problem = _job_store_problem(settings.job_store)
+        if problem is not None:
+            return fail(f"SERVING_JOB_STORE={settings.job_store!r}: {problem}", EXIT_USAGE)
+
     from serving.server import ServerStartError, run_server
 
     try:
@@ -84,6 +89,30 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         return run_server(app, settings)
     except ServerStartError as exc:
         return fail(str(exc), EXIT_FAILED)
+
+
+def _job_store_problem(url: str, attempts: int = 5) -> str | None:
+    """Ping the job store, retrying briefly (Redis may be starting next to us), so an
+    unreachable one fails the start in one line instead of every request later."""
+    import time
+
+    import redis
+
+    from jobs.redis_store import parse_store_url
+
+    client = redis.Redis.from_url(parse_store_url(url)[0], socket_connect_timeout=2, socket_timeout=2)
+    try:
+        for attempt in range(attempts):
+            try:
+                client.ping()
+                return None
+            except redis.RedisError as exc:
+                problem = f"cannot reach Redis after {attempts} attempts: {exc}"
+                if attempt + 1 < attempts:
+                    time.sleep(0.2 * 2**attempt)
+        return problem
+    finally:
+        client.close()
 
 
 def _capture_store_problem(url: str) -> str | None:

@@ -50,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     job_ttl: Seconds = 3600.0
     max_jobs: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     job_events_max: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    job_store: str = "memory"
+    job_lease: Seconds = 10.0
     cancel_on_disconnect: bool = True
     sse_ping: Seconds = 15.0
     max_wait: Seconds = 60.0
@@ -128,9 +130,17 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if isinstance(raw, str) and name in ("log_level", "log_format", "server"):
             values[name] = raw.strip().lower()
     try:
-        return msgspec.convert(values, Settings, strict=False)
+        settings = msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(_explain(exc, values)) from None
+    if settings.job_store != "memory":
+        from jobs.redis_store import parse_store_url
+
+        try:
+            parse_store_url(settings.job_store)
+        except ValueError as exc:
+            raise SettingsError(f"{PREFIX}JOB_STORE={settings.job_store!r} is invalid: {exc}") from None
+    return settings
 
 
 def _explain(exc: msgspec.ValidationError, values: Mapping[str, Any]) -> str:

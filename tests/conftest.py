@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from polling import GUARD, WaitTimeout, wait_until
+from redis_helpers import REDIS_URL, drop_prefix, redis_client
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 15.0
@@ -267,3 +269,19 @@ def anyio_backend() -> str:
     """The one backend for every `@pytest.mark.anyio` test in the suite: the product
     runs on asyncio (uvloop in the daemon), never on trio."""
     return "asyncio"
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of the test Redis for one test; every key under it is deleted after."""
+    client = redis_client()
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    drop_prefix(client, prefix)
+    client.close()
+
+
+@pytest.fixture
+def job_store_url(redis_prefix: str) -> str:
+    """SERVING_JOB_STORE for daemons of one test: the test Redis under a private prefix."""
+    return f"{REDIS_URL}?prefix={redis_prefix}"

@@ -1,12 +1,31 @@
-"""MemoryJobStore: newest-first pages with a cursor, idempotency keys, and retention."""
+"""The `JobStore` protocol, run against every store: newest-first pages with a cursor,
+idempotency keys, and retention. The Redis store runs against the real Redis of the
+machine, under a key prefix of its own (deleted after each test).
+"""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import AsyncIterator
 
-from jobs import Job, JobStatus, MemoryJobStore
+import pytest
+from redis_helpers import REDIS_URL, redis_client
+
+from jobs import Job, JobStatus, JobStore, MemoryJobStore
+from jobs.redis_store import RedisJobStore
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[JobStore]:
+    if request.param == "memory":
+        yield MemoryJobStore()
+        return
+    redis_client().close()  # fails the test in one line when Redis is unreachable
+    prefix = request.getfixturevalue("redis_prefix")
+    redis_store = RedisJobStore.from_url(f"{REDIS_URL}?prefix={prefix}")
+    yield redis_store
+    await redis_store.close()
 
 
 def make_job(n: int, status: JobStatus = JobStatus.queued) -> Job:
@@ -20,7 +39,7 @@ def make_job(n: int, status: JobStatus = JobStatus.queued) -> Job:
     )
 
 
-async def all_pages(store: MemoryJobStore, status: JobStatus | None, limit: int) -> list[list[str]]:
+async def all_pages(store: JobStore, status: JobStatus | None, limit: int) -> list[list[str]]:
     pages: list[list[str]] = []
     cursor = None
     while True:
@@ -31,8 +50,7 @@ async def all_pages(store: MemoryJobStore, status: JobStatus | None, limit: int)
         assert len(pages) < 100, "the cursor never ends"
 
 
-async def test_list_is_newest_first_with_cursor_and_no_empty_last_page() -> None:
-    store = MemoryJobStore()
+async def test_list_is_newest_first_with_cursor_and_no_empty_last_page(store: JobStore) -> None:
     for n in range(7):
         await store.put(make_job(n))
     assert await all_pages(store, None, 3) == [["job6", "job5", "job4"], ["job3", "job2", "job1"], ["job0"]]
@@ -42,8 +60,7 @@ async def test_list_is_newest_first_with_cursor_and_no_empty_last_page() -> None
     assert len(await all_pages(store, None, 1)) == 7
 
 
-async def test_list_filters_by_status_across_pages() -> None:
-    store = MemoryJobStore()
+async def test_list_filters_by_status_across_pages(store: JobStore) -> None:
     for n in range(10):
         await store.put(make_job(n, JobStatus.completed if n % 3 == 0 else JobStatus.queued))
     assert await all_pages(store, JobStatus.completed, 2) == [["job9", "job6"], ["job3", "job0"]]
@@ -51,8 +68,7 @@ async def test_list_filters_by_status_across_pages() -> None:
     assert await all_pages(store, JobStatus.queued, 4) == [["job8", "job7", "job5", "job4"], ["job2", "job1"]]
 
 
-async def test_updates_keep_a_job_in_its_place() -> None:
-    store = MemoryJobStore()
+async def test_updates_keep_a_job_in_its_place(store: JobStore) -> None:
     jobs = [make_job(n) for n in range(3)]
     for job in jobs:
         await store.put(job)
@@ -62,8 +78,7 @@ async def test_updates_keep_a_job_in_its_place() -> None:
     assert (await store.get("job0")).status is JobStatus.running
 
 
-async def test_idempotency_keys_bind_once_and_are_freed_with_their_job() -> None:
-    store = MemoryJobStore()
+async def test_idempotency_keys_bind_once_and_are_freed_with_their_job(store: JobStore) -> None:
     await store.put(make_job(1))
     assert await store.claim_key("k", "job1", "fp") is None
     assert await store.claim_key("k", "job2", "other") == ("job1", "fp")
@@ -74,8 +89,7 @@ async def test_idempotency_keys_bind_once_and_are_freed_with_their_job() -> None
     assert await store.claim_key("k", "job2", "other") is None
 
 
-async def test_ttl_evicts_finished_jobs_only() -> None:
-    store = MemoryJobStore()
+async def test_ttl_evicts_finished_jobs_only(store: JobStore) -> None:
     statuses = [
         JobStatus.queued,
         JobStatus.running,
@@ -91,8 +105,7 @@ async def test_ttl_evicts_finished_jobs_only() -> None:
     assert await store.get("job0") is not None and await store.get("job1") is not None
 
 
-async def test_max_jobs_evicts_oldest_finished_first_never_active() -> None:
-    store = MemoryJobStore()
+async def test_max_jobs_evicts_oldest_finished_first_never_active(store: JobStore) -> None:
     active = [make_job(n) for n in range(3)]
     for job in active:
         await store.put(job)
@@ -108,8 +121,7 @@ async def test_max_jobs_evicts_oldest_finished_first_never_active() -> None:
     assert sorted(j.job_id for j in (await store.list(None, 100, None))[0]) == ["job0", "job1"]
 
 
-async def test_finish_time_is_recorded_once() -> None:
-    store = MemoryJobStore()
+async def test_finish_time_is_recorded_once(store: JobStore) -> None:
     first, second = make_job(1, JobStatus.completed), make_job(2, JobStatus.completed)
     await store.put(first)
     await store.put(second)
@@ -117,8 +129,7 @@ async def test_finish_time_is_recorded_once() -> None:
     assert await store.evict(3600.0, 1) == ["job1"]
 
 
-async def test_count_by_status_counts_kept_records() -> None:
-    store = MemoryJobStore()
+async def test_count_by_status_counts_kept_records(store: JobStore) -> None:
     assert await store.count_by_status() == {}
     for n, status in enumerate(
         [JobStatus.queued, JobStatus.running, JobStatus.completed, JobStatus.completed]
@@ -136,3 +147,43 @@ async def test_count_by_status_counts_kept_records() -> None:
         JobStatus.running: 1,
         JobStatus.completed: 1,
     }
+
+
+async def test_concurrent_claims_of_one_key_bind_it_once(store: JobStore) -> None:
+    import asyncio
+
+    for n in range(20):
+        await store.put(make_job(n))
+    results = await asyncio.gather(*(store.claim_key("k", f"job{n}", f"fp{n}") for n in range(20)))
+    winners = [n for n, r in enumerate(results) if r is None]
+    assert len(winners) == 1
+    assert {r for r in results if r is not None} == {(f"job{winners[0]}", f"fp{winners[0]}")}
+
+
+async def test_a_finished_record_is_not_replaced_by_an_unfinished_one(store: JobStore) -> None:
+    job = make_job(1, JobStatus.completed)
+    await store.put(job)
+    await store.put(make_job(1, JobStatus.running))  # a late progress write
+    assert (await store.get("job1")).status is JobStatus.completed
+
+
+async def test_redis_keys_of_finished_jobs_expire_and_evict_leaves_none(redis_prefix: str) -> None:
+    client = redis_client()
+    store = RedisJobStore.from_url(f"{REDIS_URL}?prefix={redis_prefix}", ttl=60.0)
+    try:
+        running, done = make_job(1, JobStatus.running), make_job(2, JobStatus.completed)
+        done.idempotency_key = "k2"
+        await store.put(running)
+        await store.put(done)
+        assert await store.claim_key("k2", "job2", "fp") is None
+        await store.put(done)  # the finishing write gives the key its expiry too
+        assert client.ttl(f"{redis_prefix}job:job1") == -1  # never expires while active
+        assert 0 < client.ttl(f"{redis_prefix}job:job2") <= 60
+        assert 0 < client.ttl(f"{redis_prefix}idem:k2") <= 60
+        assert await store.evict(0.0, 100) == ["job2"]
+        left = sorted(k.decode() for k in client.scan_iter(match=f"{redis_prefix}*"))
+        kept = [f"{redis_prefix}{k}" for k in ("fclock", "job:job1", "jobs", "seq", "status:running")]
+        assert left == kept
+    finally:
+        await store.close()
+        client.close()
