@@ -8,6 +8,7 @@ load balancer stops sending work before the server stops accepting it.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -167,12 +168,15 @@ def create_app(
     info = pipeline_info(pipeline, runtime, identity)
     openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
 
+    pid = os.getpid()
+
     async def health(request: Request) -> Response:
         return json_response(
             {
                 "status": "draining" if state.draining else "healthy",
                 "uptime_seconds": round(state.uptime, 3),
                 "pipeline": pipeline.name,
+                "pid": pid,  # which worker answered (SERVING_WORKERS > 1)
             }
         )
 
