@@ -30,7 +30,7 @@ from runtimes import Pipeline, Runtime
 from serving.invoke import InvokeEndpoint
 from serving.jobs_api import JobsAPI
 from serving.logs import AccessLog
-from serving.metrics import HttpMetrics, metrics_endpoint, register_jobs_collector
+from serving.metrics import HttpMetrics, metrics_endpoint, register_jobs_collector, worker_gauges
 from serving.middleware import AuthMiddleware, RequestContextMiddleware
 from serving.openapi import build_openapi, docs_page, swagger_ui_path
 from serving.responses import json_response, problem_response
@@ -226,7 +226,8 @@ def create_app(
         state.ready = True
         log.info("ready", pipeline=pipeline.name, runtime=runtime.name)
         try:
-            yield
+            async with worker_gauges(manager):
+                yield
         finally:
             state.ready = False
             await manager.stop(grace=state.grace_left(settings.graceful_timeout, settings.drain_delay))
