@@ -195,3 +195,37 @@ def test_second_signal_stops_at_once(daemon: Any, redis_url: str, server: str, t
     d.proc.send_signal(signal.SIGTERM)
     assert d.wait(HANG_GUARD) == 1
     assert "second_signal_stopping_now" in [e.get("event") for e in d.log_events()]
+
+
+def test_workers_capture_into_one_sqlite_store(daemon: Any, redis_url: str, tmp_path: Path) -> None:
+    """Two workers, each with its own capture writer, append to one SQLite file: every run
+    lands, none is dropped, and no writer meets 'database is locked'."""
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = tmp_path / "runs.db"
+    d = daemon(
+        HELLO, workers=2, job_store=redis_url, capture_url=f"sqlite://{db}", capture_batch_interval=0.01
+    )
+    answering_pids(d, worker_pids(d))
+    sent = 400
+
+    def call(i: int) -> str:
+        with httpx.Client(timeout=HANG_GUARD) as client:  # a new connection: any worker
+            r = client.post(f"{d.url}/invoke", json={"parameters": {"name": str(i)}})
+        assert r.status_code == 200, r.text
+        return str(r.json()["metadata"]["run_id"])
+
+    with ThreadPoolExecutor(16) as pool:
+        run_ids = set(pool.map(call, range(sent)))
+    assert len(run_ids) == sent
+    d.signal(signal.SIGTERM)
+    assert d.wait(HANG_GUARD) == 0
+    with sqlite3.connect(db) as conn:
+        stored = {row[0] for row in conn.execute("SELECT run_id FROM runs")}
+    assert stored == run_ids
+    flushed = [e for e in d.log_events() if e.get("event") == "capture_flushed"]
+    # Every run, plus the pipeline's code once from each worker.
+    assert len(flushed) == 2 and sum(e["written"] for e in flushed) == sent + 2
+    assert all(e["dropped"] == 0 for e in flushed)
+    assert "database is locked" not in d.logs()
