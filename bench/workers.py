@@ -104,7 +104,7 @@ def main() -> None:
         one = measure(1, args.conns, args.duration)
         two = measure(2, args.conns, args.duration)
         ratios.append(two / one)
-        print(f"round {n + 1}: 1 worker {one:8.0f} req/s   2 workers {two:8.0f} req/s   ratio {two / one:.2f}")
+        print(f"round {n + 1}: 1 worker {one:8.0f} req/s, 2 workers {two:8.0f} req/s, ratio {two / one:.2f}")
     print(f"median ratio {statistics.median(ratios):.2f} (cores: {os.cpu_count()}, load: {os.getloadavg()})")
 
 
