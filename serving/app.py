@@ -8,6 +8,7 @@ load balancer stops sending work before the server stops accepting it.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,7 +30,7 @@ from runtimes import Pipeline, Runtime
 from serving.invoke import InvokeEndpoint
 from serving.jobs_api import JobsAPI
 from serving.logs import AccessLog
-from serving.metrics import HttpMetrics, metrics_endpoint, register_jobs_collector
+from serving.metrics import HttpMetrics, metrics_endpoint, register_jobs_collector, worker_gauges
 from serving.middleware import AuthMiddleware, RequestContextMiddleware
 from serving.openapi import build_openapi, docs_page, swagger_ui_path
 from serving.responses import json_response, problem_response
@@ -173,12 +174,15 @@ def create_app(
     info = pipeline_info(pipeline, runtime, identity)
     openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
 
+    pid = os.getpid()
+
     async def health(request: Request) -> Response:
         return json_response(
             {
                 "status": "draining" if state.draining else "healthy",
                 "uptime_seconds": round(state.uptime, 3),
                 "pipeline": pipeline.name,
+                "pid": pid,  # which worker answered (SERVING_WORKERS > 1)
             }
         )
 
@@ -228,7 +232,8 @@ def create_app(
         state.ready = True
         log.info("ready", pipeline=pipeline.name, runtime=runtime.name)
         try:
-            yield
+            async with worker_gauges(manager):
+                yield
         finally:
             state.ready = False
             await manager.stop(grace=state.grace_left(settings.graceful_timeout, settings.drain_delay))

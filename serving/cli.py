@@ -12,19 +12,29 @@ from serving.cli_common import EXIT_FAILED, EXIT_USAGE, fail
 from serving.settings import SettingsError, load_settings
 
 
-def serve(overrides: dict[str, Any] | None = None) -> int:
+def serve(overrides: dict[str, Any] | None = None, worker_fd: int | None = None) -> int:
     """Load settings and the pipeline, then serve; returns the exit status.
 
     Every start-up problem is one line on stderr and exit status 2 (1 when the port is
     taken, which is not a usage error). The traceback is logged only at debug level.
+    With SERVING_WORKERS > 1 everything is checked here once, then the supervisor starts
+    the workers, each of which comes back here with the listening socket's `worker_fd`.
     """
     try:
         settings = load_settings(**(overrides or {}))
     except SettingsError as exc:
         return fail(str(exc), EXIT_USAGE)
+    from serving.supervisor import workers_problem
+
+    if (problem := workers_problem(settings)) is not None:
+        return fail(problem, EXIT_USAGE)
     from serving.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    if worker_fd is not None:  # every line says which worker wrote it
+        import os
+
+        structlog.contextvars.bind_contextvars(worker_pid=os.getpid())
     log = structlog.get_logger("serving.cli")
     identity, import_root = None, None
     if settings.deployment:
@@ -86,6 +96,13 @@ def serve(overrides: dict[str, Any] | None = None) -> int:
         log.debug("app_build_failed", exc_info=exc)
         return fail(f"cannot serve pipeline '{pipeline.name}': {type(exc).__name__}: {exc}", EXIT_USAGE)
     try:
+        if worker_fd is not None:
+            return run_server(app, settings, worker_fd=worker_fd)
+        if settings.worker_count > 1:
+            from serving.supervisor import run_supervisor
+
+            del app  # built only to check; each worker builds its own
+            return run_supervisor(settings, overrides or {})
         return run_server(app, settings)
     except ServerStartError as exc:
         return fail(str(exc), EXIT_FAILED)

@@ -3,22 +3,34 @@
 Route labels are route templates (`/jobs/{job_id}`), never raw paths, and unknown
 paths share the label `unmatched`: label cardinality stays bounded whatever clients
 send. Label children are cached so recording costs a dict lookup and two increments.
+
+With several workers (SERVING_WORKERS > 1) a scrape lands on one of them, so `/metrics`
+answers from prometheus-client's multiprocess mode: counters and histograms are the sums
+of every worker's value files (dead workers' included, so a sum never goes backwards),
+`serving_inflight` and `serving_queue_depth` the sums over live workers (each worker
+publishes its own every `GAUGE_INTERVAL` seconds and before answering a scrape), and
+`serving_jobs`, read from the shared job store, is the same from any worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from capture.lockfree_metrics import LoopCounter, LoopHistogram
+from capture.lockfree_metrics import MULTIPROC_DIR, LoopCounter, LoopHistogram
 from jobs import JobManager, JobStatus
+
+GAUGE_INTERVAL = 1.0  # seconds between a worker's updates of its live gauges
 
 requests_total = LoopCounter(
     "serving_requests", "HTTP requests by method, route template and status", ["method", "route", "status"]
@@ -67,6 +79,8 @@ class JobsCollector(Collector):
         for status in JobStatus:
             jobs.add_metric([status.value], counts.get(status, 0))
         yield jobs
+        if _shared is not None:
+            return  # per-worker figures: summed from the value files instead
         yield GaugeMetricFamily(
             "serving_queue_depth", "Invocations waiting for a slot", value=self.manager.limiter.queued
         )
@@ -75,6 +89,33 @@ class JobsCollector(Collector):
         )
 
 
+class _SharedMetrics:
+    """What `/metrics` answers from with several workers: the sum of every worker's
+    value files, plus the job counts of the shared store."""
+
+    def __init__(self, directory: str) -> None:
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, path=directory)
+        # Not registered anywhere: their values reach scrapes through the files.
+        self.inflight = Gauge(
+            "serving_inflight",
+            "Invocations running now (sync and async), all workers",
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        self.queue_depth = Gauge(
+            "serving_queue_depth",
+            "Invocations waiting for a slot, all workers",
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+
+    def publish(self, manager: JobManager) -> None:
+        self.inflight.set(manager.limiter.running)
+        self.queue_depth.set(manager.limiter.queued)
+
+
+_shared = _SharedMetrics(MULTIPROC_DIR) if MULTIPROC_DIR else None
 _collector: JobsCollector | None = None
 
 
@@ -84,8 +125,34 @@ def register_jobs_collector(manager: JobManager) -> None:
     if _collector is None:
         _collector = JobsCollector(manager)
         REGISTRY.register(_collector)
+        if _shared is not None:
+            _shared.registry.register(_collector)
     else:
         _collector.manager = manager
+
+
+@contextlib.asynccontextmanager
+async def worker_gauges(manager: JobManager) -> AsyncIterator[None]:
+    """While the app runs as one of several workers, publish its running and queued
+    counts for the others' scrapes; a no-op for a single process, whose scrape reads
+    them directly."""
+    if _shared is None:
+        yield
+        return
+    shared = _shared
+
+    async def publish() -> None:
+        while True:
+            shared.publish(manager)
+            await asyncio.sleep(GAUGE_INTERVAL)
+
+    task = asyncio.create_task(publish())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -93,4 +160,8 @@ async def metrics_endpoint(request: Request) -> Response:
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
     if _collector is not None:
         await _collector.refresh()
-    return Response(encoder(REGISTRY), media_type=content_type)
+    if _shared is None:
+        return Response(encoder(REGISTRY), media_type=content_type)
+    if _collector is not None:
+        _shared.publish(_collector.manager)
+    return Response(encoder(_shared.registry), media_type=content_type)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -74,6 +75,9 @@ def _install_drain(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    # A supervised worker starts with these blocked (serving/worker.py), so a drain asked
+    # for while it was still starting waits here instead of killing it; a no-op otherwise.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
 
 
 async def _serve_hypercorn(app: ServingApp, settings: Settings, sock: socket.socket) -> None:
@@ -134,11 +138,19 @@ async def _serve_uvicorn(app: ServingApp, settings: Settings, sock: socket.socke
     await server.serve(sockets=[sock])
 
 
-def run_server(app: ServingApp, settings: Settings) -> int:
-    """Serve until drained; returns the process exit status."""
-    sock = bind_socket(settings.host, settings.port)
-    host, port = sock.getsockname()[:2]
-    log.info("listening", url=f"http://{host}:{port}", server=settings.server, pipeline=settings.pipeline)
+def run_server(app: ServingApp, settings: Settings, worker_fd: int | None = None) -> int:
+    """Serve until drained; returns the process exit status.
+
+    `worker_fd` is the listening socket a supervisor bound and handed down
+    (`serving/supervisor.py`); without it this process binds its own.
+    """
+    if worker_fd is None:
+        sock = bind_socket(settings.host, settings.port)
+        host, port = sock.getsockname()[:2]
+        log.info("listening", url=f"http://{host}:{port}", server=settings.server, pipeline=settings.pipeline)
+    else:
+        sock = socket.socket(fileno=worker_fd)
+        log.info("worker_serving", worker_pid=os.getpid(), server=settings.server)
     serve = _serve_uvicorn if settings.server == "uvicorn" else _serve_hypercorn
     try:
         try:

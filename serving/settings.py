@@ -19,6 +19,7 @@ MiB = 1024 * 1024
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Workers = Annotated[int, msgspec.Meta(ge=1)] | Literal["auto"]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +44,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     deployment_name: str | None = None
     deployment: str | None = None  # a registered deployment (name or id) to serve
     server: Literal["hypercorn", "uvicorn"] = "hypercorn"
+    workers: Workers = 1  # worker processes on one port; "auto": one per usable core
     runtime: str = "realtime"
     step_threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
     max_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 64
@@ -78,6 +80,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def effective_capture_url(self) -> str:
         return self.capture_url or f"sqlite://{(self.home_path / 'runs.db').resolve()}"
+
+    @property
+    def worker_count(self) -> int:
+        """`auto` counts the cores this process may run on (taskset, cgroup cpusets),
+        not the machine's: a container pinned to 2 of 64 cores gets 2 workers."""
+        if self.workers == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        return self.workers
 
     @property
     def capture_overrides(self) -> dict[str, bool]:
@@ -127,7 +137,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values[name] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name, raw in values.items():
-        if isinstance(raw, str) and name in ("log_level", "log_format", "server"):
+        if isinstance(raw, str) and name in ("log_level", "log_format", "server", "workers"):
             values[name] = raw.strip().lower()
     try:
         settings = msgspec.convert(values, Settings, strict=False)
@@ -150,6 +160,8 @@ def _explain(exc: msgspec.ValidationError, values: Mapping[str, Any]) -> str:
         message, _, path = message.partition(" - at `$.")
         field = path.rstrip("`").split(".")[0]
     message = message.replace("`", "")
+    if field == "workers":  # msgspec would say "Invalid enum value" of a union
+        message = "expected a whole number >= 1 or 'auto'"
     if field is None:
         return f"invalid settings: {message}"
     return f"{PREFIX}{field.upper()}={values.get(field)!r} is invalid: {message}"
