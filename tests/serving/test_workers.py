@@ -117,6 +117,35 @@ def test_two_workers_serve_one_port(job_store_url: str, daemon: Any, server: str
     assert d.wait(HANG_GUARD) == 0
 
 
+def test_async_jobs_are_found_by_any_worker(job_store_url: str, daemon: Any) -> None:
+    """A job accepted by one worker is polled, listed and waited for through whichever
+    worker the kernel hands the next connection to: the store is the one truth."""
+    d = daemon(HELLO, workers=2, job_store=job_store_url)
+    pids = worker_pids(d)
+    accepted_by: set[int] = set()
+    read_by: set[int] = set()
+    job_ids = []
+    for i in range(40):  # new connections, until both workers took part on each side
+        with httpx.Client(timeout=HANG_GUARD) as client:
+            r = client.post(f"{d.url}/invoke?mode=async", json={"parameters": {"name": f"n{i}"}})
+            assert r.status_code == 202, r.text
+            job_ids.append(r.json()["job_id"])
+            accepted_by.add(client.get(f"{d.url}/health").json()["pid"])
+        with httpx.Client(timeout=HANG_GUARD) as client:
+            job = client.get(f"{d.url}/jobs/{job_ids[-1]}", params={"wait": 5}).json()
+            assert job["status"] == "completed", job
+            assert job["result"]["outputs"] == {"greeting": f"Hello n{i}!"}
+            read_by.add(client.get(f"{d.url}/health").json()["pid"])
+        if accepted_by == read_by == pids:
+            break
+    assert accepted_by == read_by == pids
+    with httpx.Client(timeout=HANG_GUARD) as client:
+        listed = client.get(f"{d.url}/jobs", params={"limit": 1000}).json()
+    assert {j["job_id"] for j in listed["jobs"]} >= set(job_ids)
+    d.signal(signal.SIGTERM)
+    assert d.wait(HANG_GUARD) == 0
+
+
 def test_killed_worker_is_replaced(job_store_url: str, daemon: Any, server: str) -> None:
     d = daemon(HELLO, workers=2, job_store=job_store_url, server=server)
     before = worker_pids(d)
