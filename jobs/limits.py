@@ -71,6 +71,7 @@ class Limiter:
         self.running = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._durations: collections.deque[float] = collections.deque(maxlen=64)
+        self._room: list[asyncio.Future[None]] = []
 
     @property
     def queued(self) -> int:
@@ -86,6 +87,28 @@ class Limiter:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         return Ticket(self, waiter)
+
+    def try_reserve(self) -> Ticket | None:
+        """A granted Ticket if a slot is free and nobody is queued, else None (never queues)."""
+        if self.running < self.max_concurrency and not self._waiters:
+            self.running += 1
+            return Ticket(self, None)
+        return None
+
+    async def room(self) -> None:
+        """Wait until a slot is free and nobody is queued for one, without taking it.
+
+        What a replica waits for before it takes a job from a shared queue; the slot may
+        still go to someone else before the caller reserves it.
+        """
+        while not (self.running < self.max_concurrency and not self._waiters):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._room:
+                    self._room.remove(waiter)
 
     def try_acquire(self) -> bool:
         """Take a slot directly if one is free and nobody is queued; give it back with
@@ -106,6 +129,11 @@ class Limiter:
                 waiter.set_result(None)  # the slot passes straight to the next in line
                 return
         self.running -= 1
+        if self._room:
+            for waiter in self._room:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._room.clear()
 
     def _drop(self, waiter: asyncio.Future[None]) -> None:
         with contextlib.suppress(ValueError):  # already handed a slot and popped

@@ -20,7 +20,8 @@ import structlog
 
 from jobs import metrics
 from jobs.events import JobEventLog, LogEntry
-from jobs.limits import Limiter, QueueFull
+from jobs.limits import Limiter, QueueFull, Ticket
+from jobs.queue import Outcome, SharedQueue, Taken, fleet_retry_after
 from jobs.records import InvocationMetadata, InvocationResponse, Job, JobProgress
 from jobs.states import JobStatus, can_move
 from jobs.store import JobStore, MemoryJobStore, SharedJobStore
@@ -30,6 +31,8 @@ from runtimes.ids import new_id
 
 log = structlog.get_logger("jobs")
 _encoder = msgspec.json.Encoder()
+
+TAKE_BLOCK = 5.0  # seconds an idle replica's blocking pop waits before it pops again
 
 
 class JobNotFound(LookupError):
@@ -74,12 +77,27 @@ class _Active:
     `job` is the record the job's task updates; a store may hand out copies of it.
     """
 
-    __slots__ = ("closing", "done", "events", "held_terminal", "job", "params", "task", "ticket", "timeout")
+    __slots__ = (
+        "closing",
+        "done",
+        "events",
+        "held_terminal",
+        "job",
+        "params",
+        "raw_params",
+        "task",
+        "ticket",
+        "timeout",
+    )
 
-    def __init__(self, job: Job, events: JobEventLog, params: msgspec.Struct, timeout: float | None) -> None:
+    def __init__(
+        self, job: Job, events: JobEventLog, params: msgspec.Struct | None, timeout: float | None
+    ) -> None:
         self.job = job
         self.events = events
         self.params = params
+        # A job taken from the shared queue: its parameters as JSON, decoded when it runs.
+        self.raw_params: bytes = b""
         self.timeout = timeout
         self.task: asyncio.Task[None] | None = None
         self.ticket: Any = None
@@ -112,6 +130,17 @@ class JobManager:
         self.shared: SharedJobStore | None = self.store if isinstance(self.store, SharedJobStore) else None
         self._mirrors: set[asyncio.Task[None]] = set()
         self._cancel_listener: asyncio.Task[None] | None = None
+        # The shared queue (with a shared store): this replica takes jobs from it while
+        # it has free slots and is not draining, and keeps the leases of what it runs.
+        self.queue: SharedQueue | None = self.shared.queue if self.shared is not None else None
+        self.draining = False
+        self._taker: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        # Jobs being leased to this replica right now, and cancel requests that came
+        # for them before they were registered as active.
+        self._starting: set[str] = set()
+        self._early_cancels: dict[str, str] = {}
+        self._params_decoder = msgspec.json.Decoder(pipeline.input_type)
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -120,11 +149,26 @@ class JobManager:
         self._sweeper = asyncio.create_task(self._sweep(interval), name="jobs:retention")
         if self.shared is not None:
             self._cancel_listener = await self.shared.listen_cancels(self._remote_cancel)
+        if self.queue is not None:
+            await self.queue.renew([])  # a heartbeat before the first take
+            self._keeper = asyncio.create_task(self._keep_leases(self.queue), name="jobs:leases")
+            self._taker = asyncio.create_task(self._take_jobs(self.queue), name="jobs:take")
+
+    def drain(self) -> None:
+        """Stop taking jobs from the shared queue (SIGTERM): queued jobs run elsewhere,
+        and the ones this replica runs finish here. Idempotent; a no-op without one."""
+        self.draining = True
+        if self._taker is not None:
+            self._taker.cancel()
 
     async def stop(self, grace: float = 0.0) -> None:
         """Let active jobs finish for up to `grace` seconds, then cancel the rest."""
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.drain()
+        if self._taker is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._taker
         if self._active and grace > 0:
             pending = [a.done.wait() for a in self._active.values()]
             with contextlib.suppress(TimeoutError):
@@ -138,6 +182,15 @@ class JobManager:
             await asyncio.wait(tasks, timeout=5)
         if self._mirrors:  # the last events (the ends) reach the shared log before exit
             await asyncio.wait(self._mirrors, timeout=5)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        if self.queue is not None:
+            try:
+                await self.queue.leave()
+            except Exception as exc:  # Redis gone: other replicas requeue after the heartbeat expires
+                log.warning("queue_leave_failed", error=str(exc))
         if self._cancel_listener is not None:
             self._cancel_listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,7 +198,9 @@ class JobManager:
 
     async def _remote_cancel(self, job_id: str, reason: str) -> None:
         """A cancel request from another replica: ours to act on only if we run the job."""
-        if job_id in self._active:
+        if job_id in self._starting:
+            self._early_cancels[job_id] = reason
+        elif job_id in self._active:
             with contextlib.suppress(JobNotFound, JobFinished):
                 await self.cancel(job_id, reason, wait=0)
 
@@ -217,6 +272,10 @@ class JobManager:
             existing = await self._existing(idempotency_key, fingerprint)
             if existing is not None:
                 return existing, False
+        if self.queue is not None:
+            return await self._submit_shared(
+                self.queue, params, run_name, timeout, idempotency_key, fingerprint
+            )
         try:
             ticket = self.limiter.reserve()  # admission is decided here, atomically
         except QueueFull:
@@ -261,6 +320,179 @@ class JobManager:
             await self._evict()
         return job, True
 
+    async def _submit_shared(
+        self,
+        queue: SharedQueue,
+        params: msgspec.Struct,
+        run_name: str | None,
+        timeout: float | None,
+        idempotency_key: str | None,
+        fingerprint: str,
+    ) -> tuple[Job, bool]:
+        """Queue the job for the fleet, or run it here at once when this replica has a
+        free slot and nobody is queued ahead of it (no round trip through the queue).
+
+        Raises QueueFull when the fleet's queue holds SERVING_MAX_QUEUE jobs.
+        """
+        job = self._new_job(params, run_name, idempotency_key)
+        ticket = None if self.draining else self.limiter.try_reserve()
+        self._starting.add(job.job_id)
+        try:
+            try:
+                placed = await queue.enqueue(
+                    job,
+                    _encoder.encode(params),
+                    timeout,
+                    fingerprint=fingerprint,
+                    max_queue=self.settings.max_queue,
+                    run_here=ticket is not None,
+                )
+            except BaseException:
+                if ticket is not None:
+                    ticket.release()
+                raise
+            if placed.outcome is Outcome.run:
+                assert ticket is not None
+                self._launch(job, params, timeout, ticket)
+                return job, True
+            if ticket is not None:
+                ticket.release()  # queued behind others: the slot goes to the oldest
+        finally:
+            self._starting.discard(job.job_id)
+            self._early_cancels.pop(job.job_id, None)
+        if placed.outcome is Outcome.full:
+            metrics.rejected_total.labels("async").inc()
+            retry = fleet_retry_after(placed.depth, placed.recent, self.limiter.retry_after())
+            raise QueueFull(retry, placed.depth, self.limiter.running)
+        if placed.outcome is Outcome.bound:
+            assert placed.binding is not None
+            bound_id, bound_fingerprint = placed.binding
+            if bound_fingerprint != fingerprint:
+                raise IdempotencyConflict(idempotency_key or "")
+            existing = await self.store.get(bound_id)
+            if existing is None:  # the winner expired in between: treat as a conflict
+                raise IdempotencyConflict(idempotency_key or "")
+            return existing, False
+        return job, True
+
+    def _new_job(self, params: msgspec.Struct, run_name: str | None, idempotency_key: str | None) -> Job:
+        return Job(
+            job_id=new_id(),
+            status=JobStatus.queued,
+            pipeline_name=self.pipeline.name,
+            parameters=params,
+            run_id=new_id(),
+            run_name=run_name,
+            created_at=utc_now(),
+            progress=JobProgress(steps_total=len(self.pipeline.nodes)),
+            idempotency_key=idempotency_key,
+        )
+
+    def _launch(
+        self, job: Job, params: msgspec.Struct | None, timeout: float | None, ticket: Ticket
+    ) -> _Active:
+        """Run a job leased to this replica (with a slot already held): register it, share
+        its events, start its task, and honour a cancel that came while it was leased."""
+        assert self.shared is not None
+        events = JobEventLog(self.settings.events_max)
+        active = _Active(job, events, params, timeout)
+        active.ticket = ticket
+        self._active[job.job_id] = active
+        mirror = self.shared.mirror(job.job_id, events, lambda: self._share_progress(job))
+        self._mirrors.add(mirror)
+        mirror.add_done_callback(self._mirrors.discard)
+        reason = self._early_cancels.pop(job.job_id, None)
+        if reason is not None:
+            job.cancel_reason = reason  # _drive sees it before running
+        active.task = asyncio.create_task(self._drive(job, active), name=f"job:{job.job_id}")
+        return active
+
+    async def _take_jobs(self, queue: SharedQueue) -> None:
+        """Take queued jobs while this replica has a free slot, until it drains.
+
+        Waits for room locally first, then in a blocking pop, so an idle or full replica
+        sends Redis nothing but one pop every TAKE_BLOCK seconds. On cancellation (drain)
+        what was taken and not started goes back to the queue.
+        """
+        try:
+            while True:
+                await self.limiter.room()
+                try:
+                    job_id = await queue.take(TAKE_BLOCK)
+                except Exception as exc:
+                    log.warning("queue_take_failed", error=str(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+                if job_id is None:
+                    continue
+                ticket = self.limiter.try_reserve()
+                if ticket is None:  # a sync run took the slot meanwhile: let another replica run it
+                    try:
+                        await queue.untake(job_id)
+                    except Exception as exc:  # it stays taken: requeued when this replica leaves
+                        log.warning("queue_untake_failed", job_id=job_id, error=str(exc))
+                    continue
+                await self._start_taken(queue, job_id, ticket)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await queue.give_back()
+            raise
+
+    async def _start_taken(self, queue: SharedQueue, job_id: str, ticket: Ticket) -> None:
+        """Lease a taken job and run it. The lease is awaited to its end even when the
+        caller is cancelled meanwhile: a job leased to us must run (or be failed) here."""
+        self._starting.add(job_id)
+        start = asyncio.ensure_future(queue.start(job_id))
+        try:
+            await asyncio.shield(start)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await start
+            if start.done() and not start.cancelled() and start.exception() is None:
+                self._run_taken(start.result(), ticket)
+            else:
+                ticket.release()
+            raise
+        except Exception as exc:
+            log.warning("queue_start_failed", job_id=job_id, error=str(exc))
+            ticket.release()
+            self._starting.discard(job_id)
+            self._early_cancels.pop(job_id, None)
+            return
+        self._run_taken(start.result(), ticket)
+
+    def _run_taken(self, taken: Taken | None, ticket: Ticket) -> None:
+        job_id = taken.job.job_id if taken is not None else None
+        try:
+            if taken is None:  # canceled while queued, or given back meanwhile
+                ticket.release()
+                return
+            log.info("job_taken", job_id=taken.job.job_id, replica=self.queue.replica if self.queue else None)
+            active = self._launch(taken.job, None, taken.timeout, ticket)
+            active.raw_params = taken.params
+        finally:
+            if job_id is not None:
+                self._starting.discard(job_id)
+                self._early_cancels.pop(job_id, None)
+
+    async def _keep_leases(self, queue: SharedQueue) -> None:
+        """Renew this replica's leases every lease/4, and fail other replicas' jobs whose
+        lease ran out: a replica killed mid-job is noticed within about 1.25 leases."""
+        interval = queue.lease / 4
+        while True:
+            try:
+                lost = await queue.renew(list(self._active))
+                for job_id in lost:
+                    active = self._active.get(job_id)
+                    if active is not None and not active.job.status.finished and active.task is not None:
+                        log.warning("lease_lost", job_id=job_id)
+                        active.job.cancel_reason = "lease lost: another replica declared this job lost"
+                        active.task.cancel()
+                await queue.reap()
+            except Exception as exc:
+                log.warning("lease_renewal_failed", error=str(exc))
+            await asyncio.sleep(interval)
+
     async def _existing(self, key: str, fingerprint: str) -> Job | None:
         bound = await self.store.lookup_key(key)
         if bound is None:
@@ -280,8 +512,12 @@ class JobManager:
             return
         started = time.perf_counter()
         try:
-            if not can_move(job.status, JobStatus.running):
-                return
+            if active.closing or not can_move(job.status, JobStatus.running):
+                return  # canceled while queued: cancel() records the end
+            if job.cancel_reason is not None:  # canceled (through the queue) before it ran
+                raise asyncio.CancelledError
+            if active.params is None:  # taken from the shared queue
+                active.params = self._params_decoder.decode(active.raw_params)
             job.status = JobStatus.running
             job.started_at = utc_now()
             await self.store.put(job)
@@ -448,6 +684,9 @@ class JobManager:
         if active is None:
             if self.shared is None:
                 raise JobFinished(job)
+            queued = self.queue is not None and job.status is JobStatus.queued
+            if queued and self.queue is not None and await self.queue.cancel_queued(job_id, reason):
+                return await self.store.get(job_id) or job
             # Another replica runs it: ask, then wait for its end like a local cancel.
             await self.shared.request_cancel(job_id, reason)
             if wait > 0:

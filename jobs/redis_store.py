@@ -9,6 +9,9 @@ Layout under one key prefix (`serving:` unless the URL says `?prefix=`):
                          strictly increasing through {p}fclock): TTL and MAX_JOBS order
     {p}idem:{key}        "job_id\\nfingerprint", bound with SET NX GET (one atomic step)
     {p}events:{id}       the job's event stream (jobs/redis_events.py)
+    {p}queue, {p}taken:{replica}, {p}leases, {p}alive:{replica}, {p}replicas
+                         the fleet's queue and the leases of running jobs
+                         (jobs/redis_queue.py)
 
 Every write that touches more than one key is a Lua script, so two replicas never see
 half a change. A finished job's hash, idempotency key and events expire after the TTL
@@ -30,6 +33,8 @@ import redis.asyncio as aioredis
 from jobs.events import JobEventLog
 from jobs.records import Job
 from jobs.redis_events import CancelBus, RedisEventLog, StreamMirror
+from jobs.redis_lua import RECORD_PUT
+from jobs.redis_queue import RedisQueue
 from jobs.states import FINISHED, JobStatus
 
 DEFAULT_PREFIX = "serving:"
@@ -38,47 +43,12 @@ SCHEMES = ("redis", "rediss", "unix")
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _decoder = msgspec.json.Decoder(Job)
 
-# A record update. A finished record is never replaced by an unfinished one: a late
-# progress write must not bring a job back to life.
-_PUT = """
-local p, id, data, status, finished, ttl, idem = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local key = p .. 'job:' .. id
-local old = redis.call('HMGET', key, 'status', 'score')
-if old[1] and finished == '0' and (old[1] == 'completed' or old[1] == 'failed' or old[1] == 'canceled') then
-  return 0
-end
-local score = old[2]
-if not score then
-  score = redis.call('INCR', p .. 'seq')
-  redis.call('ZADD', p .. 'jobs', score, id)
-end
-if old[1] ~= status then
-  if old[1] then redis.call('ZREM', p .. 'status:' .. old[1], id) end
-  redis.call('ZADD', p .. 'status:' .. status, score, id)
-end
-redis.call('HSET', key, 'data', data, 'status', status, 'score', score)
-if idem ~= '' then redis.call('HSET', key, 'idem', idem) end
-if finished == '1' then
-  if not redis.call('ZSCORE', p .. 'finished', id) then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    local last = tonumber(redis.call('GET', p .. 'fclock') or '0')
-    if now <= last then now = last + 1 end
-    now = string.format('%.0f', now)
-    redis.call('SET', p .. 'fclock', now)
-    redis.call('ZADD', p .. 'finished', now, id)
-  end
-  redis.call('PEXPIRE', key, ttl)
-  idem = redis.call('HGET', key, 'idem') or ''
-  if idem ~= '' then
-    local bound = redis.call('GET', p .. 'idem:' .. idem)
-    if bound and string.sub(bound, 1, #id + 1) == id .. '\\n' then
-      redis.call('PEXPIRE', p .. 'idem:' .. idem, ttl)
-    end
-  end
-end
-return 1
+_PUT = (
+    RECORD_PUT
+    + """
+return put(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 """
+)
 
 # Drops one job everywhere; shared by delete and evict.
 _DROP = """
@@ -88,6 +58,7 @@ local function drop(p, id)
   redis.call('DEL', key, p .. 'events:' .. id)
   redis.call('ZREM', p .. 'jobs', id)
   redis.call('ZREM', p .. 'finished', id)
+  redis.call('ZREM', p .. 'leases', id)
   if old[1] then
     redis.call('ZREM', p .. 'status:' .. old[1], id)
   else  -- the hash expired: only a finished job's hash expires
@@ -184,6 +155,7 @@ class RedisJobStore:
         *,
         prefix: str = DEFAULT_PREFIX,
         ttl: float = 3600.0,
+        lease: float = 10.0,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -193,11 +165,12 @@ class RedisJobStore:
         self._delete = client.register_script(_DELETE)
         self._evict = client.register_script(_EVICT)
         self._claim = client.register_script(_CLAIM)
+        self.queue = RedisQueue(self, lease)
 
     @classmethod
-    def from_url(cls, url: str, *, ttl: float = 3600.0) -> RedisJobStore:
+    def from_url(cls, url: str, *, ttl: float = 3600.0, lease: float = 10.0) -> RedisJobStore:
         client_url, prefix = parse_store_url(url)
-        return cls(aioredis.Redis.from_url(client_url), prefix=prefix, ttl=ttl)
+        return cls(aioredis.Redis.from_url(client_url), prefix=prefix, ttl=ttl, lease=lease)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -206,16 +179,22 @@ class RedisJobStore:
         await self.client.aclose()
 
     async def put(self, job: Job) -> None:
-        await self._put(
-            args=[
-                self.prefix,
-                job.job_id,
-                _encoder.encode(job),
-                job.status.value,
-                "1" if job.status in FINISHED else "0",
-                _ms(self.ttl),
-                job.idempotency_key or "",
-            ]
+        await self.put_record(job)
+
+    async def put_record(self, job: Job) -> bool:
+        """`put`, returning whether it applied (False: the record had already ended)."""
+        return bool(
+            await self._put(
+                args=[
+                    self.prefix,
+                    job.job_id,
+                    _encoder.encode(job),
+                    job.status.value,
+                    "1" if job.status in FINISHED else "0",
+                    _ms(self.ttl),
+                    job.idempotency_key or "",
+                ]
+            )
         )
 
     async def get(self, job_id: str) -> Job | None:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from jobs.events import EventLog, JobEventLog
+from jobs.queue import SharedQueue
 from jobs.records import Job
 from jobs.states import JobStatus
 
@@ -58,7 +59,10 @@ class JobStore(Protocol):
 @runtime_checkable
 class SharedJobStore(JobStore, Protocol):
     """A store several replicas share (Redis): besides records it carries each job's
-    events and the cancel requests, so any replica answers for any job."""
+    events and the cancel requests, so any replica answers for any job; and the fleet's
+    queue of async jobs, with the leases of running ones."""
+
+    queue: SharedQueue
 
     def mirror(
         self, job_id: str, log: JobEventLog, after_flush: Callable[[], Awaitable[None]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -51,11 +51,14 @@ class AppState:
         self.shutdown = anyio.Event()  # tells open SSE streams to wind down
         self.drain_started: float | None = None
         self.forced = False  # a second signal: no more waiting
+        self.on_drain: list[Callable[[], None]] = []  # e.g. stop taking jobs from a shared queue
 
     def begin_drain(self) -> None:
         self.draining = True
         self.drain_started = time.monotonic()
         self.shutdown.set()
+        for hook in self.on_drain:
+            hook()
 
     def grace_left(self, graceful_timeout: float, drain_delay: float) -> float:
         """What is left of SERVING_GRACEFUL_TIMEOUT for jobs, after the server's own wait
@@ -154,7 +157,7 @@ def create_app(
     if settings.job_store != "memory":
         from jobs.redis_store import RedisJobStore
 
-        store = RedisJobStore.from_url(settings.job_store, ttl=settings.job_ttl)
+        store = RedisJobStore.from_url(settings.job_store, ttl=settings.job_ttl, lease=settings.job_lease)
     manager = JobManager(
         pipeline,
         runtime,
@@ -168,6 +171,7 @@ def create_app(
         metadata=identity,
         store=store,
     )
+    state.on_drain.append(manager.drain)
     jobs_api = JobsAPI(manager, settings, state.shutdown)
     register_jobs_collector(manager)
     invoke = InvokeEndpoint(pipeline, manager, settings)
