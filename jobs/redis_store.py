@@ -35,6 +35,7 @@ from jobs.redis_events import CancelBus, RedisEventLog, StreamMirror
 from jobs.states import FINISHED, JobStatus
 
 DEFAULT_PREFIX = "serving:"
+MAX_CONNECTIONS = 10_000  # per replica; Redis's own default maxclients
 SCHEMES = ("redis", "rediss", "unix")
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
@@ -222,8 +223,12 @@ class RedisJobStore:
     def from_url(cls, url: str, *, ttl: float = 3600.0) -> RedisJobStore:
         client_url, prefix = parse_store_url(url)
         # A connect to a Redis that is gone fails after 2 s, not the OS's minutes; no
-        # read timeout, since XREAD BLOCK waits on purpose.
-        client = aioredis.Redis.from_url(client_url, socket_connect_timeout=2.0)
+        # read timeout, since XREAD BLOCK waits on purpose. Every reader of another
+        # replica's job holds a connection in XREAD BLOCK, so the pool must outgrow
+        # redis-py's default of 100 (bench/redis_jobs.py hit it with 100 SSE readers).
+        client = aioredis.Redis.from_url(
+            client_url, socket_connect_timeout=2.0, max_connections=MAX_CONNECTIONS
+        )
         return cls(client, prefix=prefix, ttl=ttl)
 
     def key(self, *parts: str) -> str:
