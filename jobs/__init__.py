@@ -4,6 +4,7 @@ It sits between the HTTP edge (`serving`) and the runtimes and imports no Starle
 """
 
 from jobs.events import Gap, JobEventLog, LogEntry
+from jobs.health import StoreUnavailable
 from jobs.limits import Limiter, QueueFull
 from jobs.manager import (
     IdempotencyConflict,
@@ -36,4 +37,5 @@ __all__ = [
     "LogEntry",
     "MemoryJobStore",
     "QueueFull",
+    "StoreUnavailable",
 ]

@@ -4,6 +4,11 @@ Sync invocations (`run_sync`) and async jobs (`submit`) share one `Limiter`, so 
 is one truth for load. A job's events go to its `JobEventLog`, which any number of
 subscribers read; its record goes to the `JobStore`. No Starlette here: the HTTP edge
 translates `QueueFull`, `JobNotFound` and `JobFinished` into status codes.
+
+A networked store can be away for a while: calls made for a client (submit, get, list,
+wait, cancel, delete, subscribe) raise `StoreUnavailable` and change nothing; the work
+of jobs already running goes on, their progress writes are skipped, and their terminal
+record is retried with backoff for up to `END_RETRY_FOR` seconds (see `_store_end`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import structlog
 
 from jobs import metrics
 from jobs.events import JobEventLog, LogEntry
+from jobs.health import StoreUnavailable
 from jobs.limits import Limiter, QueueFull, Ticket
 from jobs.queue import Outcome, SharedQueue, Taken, fleet_retry_after
 from jobs.records import InvocationMetadata, InvocationResponse, Job, JobProgress
@@ -33,6 +39,9 @@ log = structlog.get_logger("jobs")
 _encoder = msgspec.json.Encoder()
 
 TAKE_BLOCK = 5.0  # seconds an idle replica's blocking pop waits before it pops again
+END_RETRY_FIRST = 0.05  # seconds before the first retry of a terminal record; doubles
+END_RETRY_CAP = 2.0
+END_RETRY_FOR = 300.0  # one outage this long and a finished job's end is not recorded
 
 
 class JobNotFound(LookupError):
@@ -141,6 +150,8 @@ class JobManager:
         self._starting: set[str] = set()
         self._early_cancels: dict[str, str] = {}
         self._params_decoder = msgspec.json.Decoder(pipeline.input_type)
+        self._last_counts: dict[JobStatus, int] = {}
+        self._stopping = False  # past the grace: ends are no longer retried for long
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -174,14 +185,24 @@ class JobManager:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await asyncio.gather(*pending)
+        self._stopping = True
         for job_id in list(self._active):
-            with contextlib.suppress(JobNotFound, JobFinished):
+            try:
                 await self.cancel(job_id, "server shutting down", wait=0)
+            except (JobNotFound, JobFinished):
+                pass
+            except StoreUnavailable:  # cancel() reads the store first; stop the task anyway
+                active = self._active.get(job_id)
+                if active is not None and active.task is not None:
+                    active.job.cancel_reason = "server shutting down"
+                    active.task.cancel()
         tasks = [a.task for a in self._active.values() if a.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
         if self._mirrors:  # the last events (the ends) reach the shared log before exit
             await asyncio.wait(self._mirrors, timeout=5)
+            for mirror in self._mirrors:  # still retrying: the store is away, and we go
+                mirror.cancel()
         if self._keeper is not None:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -201,13 +222,14 @@ class JobManager:
         if job_id in self._starting:
             self._early_cancels[job_id] = reason
         elif job_id in self._active:
-            with contextlib.suppress(JobNotFound, JobFinished):
+            with contextlib.suppress(JobNotFound, JobFinished, StoreUnavailable):
                 await self.cancel(job_id, reason, wait=0)
 
     async def _sweep(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            await self._evict()
+            with contextlib.suppress(StoreUnavailable):  # logged by the store's health; next sweep
+                await self._evict()
 
     async def _evict(self) -> None:
         for job_id in await self.store.evict(self.settings.job_ttl, self.settings.max_jobs):
@@ -263,7 +285,8 @@ class JobManager:
         idempotency_key: str | None = None,
         fingerprint: str = "",
     ) -> tuple[Job, bool]:
-        """Accept a job; returns (job, created). Raises QueueFull or IdempotencyConflict.
+        """Accept a job; returns (job, created). Raises QueueFull, IdempotencyConflict,
+        or StoreUnavailable (then nothing was accepted and nothing runs).
 
         With an idempotency key seen before (and the same fingerprint) the existing job
         comes back with created=False and nothing runs again.
@@ -281,18 +304,23 @@ class JobManager:
         except QueueFull:
             metrics.rejected_total.labels("async").inc()
             raise
-        job_id = new_id()
-        job = Job(
-            job_id=job_id,
-            status=JobStatus.queued,
-            pipeline_name=self.pipeline.name,
-            parameters=params,
-            run_id=new_id(),
-            run_name=run_name,
-            created_at=utc_now(),
-            progress=JobProgress(steps_total=len(self.pipeline.nodes)),
-            idempotency_key=idempotency_key,
-        )
+        try:
+            return await self._accept(params, ticket, run_name, timeout, idempotency_key, fingerprint)
+        except StoreUnavailable:
+            ticket.cancel()
+            raise
+
+    async def _accept(
+        self,
+        params: msgspec.Struct,
+        ticket: Any,
+        run_name: str | None,
+        timeout: float | None,
+        idempotency_key: str | None,
+        fingerprint: str,
+    ) -> tuple[Job, bool]:
+        job = self._new_job(params, run_name, idempotency_key)
+        job_id = job.job_id
         if idempotency_key is not None:
             # Stored before the key points at it, so a request that loses the race
             # below always finds the winner's record.
@@ -308,16 +336,17 @@ class JobManager:
         active = _Active(job, events, params, timeout)
         active.ticket = ticket
         self._active[job_id] = active
-        if self.shared is None:
-            self._logs[job_id] = events
-        else:
-            mirror = self.shared.mirror(job_id, events, lambda: self._share_progress(job))
-            self._mirrors.add(mirror)
-            mirror.add_done_callback(self._mirrors.discard)
-        await self.store.put(job)
+        self._logs[job_id] = events
+        try:
+            await self.store.put(job)
+        except StoreUnavailable:
+            self._active.pop(job_id, None)
+            self._logs.pop(job_id, None)
+            raise
         active.task = asyncio.create_task(self._drive(job, active), name=f"job:{job_id}")
-        if await self.store.count() > self.settings.max_jobs:
-            await self._evict()
+        with contextlib.suppress(StoreUnavailable):  # accepted already; the sweeper trims later
+            if await self.store.count() > self.settings.max_jobs:
+                await self._evict()
         return job, True
 
     async def _submit_shared(
@@ -419,6 +448,9 @@ class JobManager:
                 await self.limiter.room()
                 try:
                     job_id = await queue.take(TAKE_BLOCK)
+                except StoreUnavailable:  # logged once by the store's health; try again soon
+                    await asyncio.sleep(1.0)
+                    continue
                 except Exception as exc:
                     log.warning("queue_take_failed", error=str(exc))
                     await asyncio.sleep(1.0)
@@ -489,6 +521,8 @@ class JobManager:
                         active.job.cancel_reason = "lease lost: another replica declared this job lost"
                         active.task.cancel()
                 await queue.reap()
+            except StoreUnavailable:
+                pass  # logged once by the store's health; leases run out fleet-wide meanwhile
             except Exception as exc:
                 log.warning("lease_renewal_failed", error=str(exc))
             await asyncio.sleep(interval)
@@ -520,7 +554,7 @@ class JobManager:
                 active.params = self._params_decoder.decode(active.raw_params)
             job.status = JobStatus.running
             job.started_at = utc_now()
-            await self.store.put(job)
+            await self._share_progress(job)
             result = await self.runtime.run(
                 self.pipeline,
                 active.params,
@@ -549,9 +583,13 @@ class JobManager:
             self._active.pop(job.job_id, None)
 
     async def _share_progress(self, job: Job) -> None:
-        """Store a running job's progress, so a GET on another replica shows it."""
+        """Store a running job's progress, so a GET on another replica shows it.
+
+        Skipped while the store is away: the run goes on, and the next write (progress,
+        or the end) carries the latest state anyway."""
         if not job.status.finished:
-            await self.store.put(job)
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.put(job)
 
     def _on_event(self, job: Job, active: _Active, event: ev.RunEvent) -> None:
         if active.held_terminal is not None or job.status.finished:
@@ -637,7 +675,7 @@ class JobManager:
                 job.result = msgspec.structs.replace(job.result, success=False, outputs=None, error=job.error)
         else:
             job.error = error
-        await self.store.put(job)
+        await self._store_end(job)
         terminal = active.held_terminal
         if terminal is None:  # canceled before the run began, or a crash
             if status is JobStatus.canceled:
@@ -655,6 +693,33 @@ class JobManager:
         elif isinstance(terminal, ev.RunCanceled) and job.cancel_reason:
             terminal = msgspec.structs.replace(terminal, reason=job.cancel_reason)
         active.events.append(terminal, terminal=True)
+
+    async def _store_end(self, job: Job) -> None:
+        """Write a finished job's record, retrying with backoff while the store is away.
+
+        The end must reach the store, or every other replica shows the job running
+        forever; local subscribers wait for it meanwhile (the terminal event follows
+        the record). After END_RETRY_FOR seconds of one outage it gives up (logged), so
+        a job's task and its subscribers do end; at shutdown (`stop`) after one retry.
+        """
+        delay, give_up = END_RETRY_FIRST, None
+        while True:
+            try:
+                await self.store.put(job)
+            except StoreUnavailable as exc:
+                now = time.monotonic()
+                if give_up is None:
+                    give_up = now + END_RETRY_FOR
+                    log.warning("job_end_not_stored_yet", job_id=job.job_id, status=job.status.value)
+                elif now >= give_up or self._stopping:
+                    log.error("job_end_not_stored", job_id=job.job_id, error=str(exc))
+                    return
+                await asyncio.sleep(delay)
+                delay = min(END_RETRY_CAP, delay * 2)
+                continue
+            if give_up is not None:
+                log.warning("job_end_stored", job_id=job.job_id, status=job.status.value)
+            return
 
     # -- queries and control -------------------------------------------------------
 
@@ -759,8 +824,20 @@ class JobManager:
         return self.shared.events(job_id).read(after_seq)
 
     async def status_counts(self) -> dict[JobStatus, int]:
-        """Kept jobs by status, as the store counts them; for metrics."""
-        return await self.store.count_by_status()
+        """Kept jobs by status, as the store counts them; for metrics. While the store is
+        away, the last counts it gave (`serving_job_store_up` says they are stale)."""
+        with contextlib.suppress(StoreUnavailable):
+            self._last_counts = await self.store.count_by_status()
+        return self._last_counts
+
+    async def store_state(self) -> dict[str, Any]:
+        """For /status: the store's kind and whether it answers now (a fresh ping for a
+        networked store, bounded to a second)."""
+        if self.shared is None:
+            return {"kind": "memory", "up": True}
+        with contextlib.suppress(StoreUnavailable):
+            await self.shared.ping()
+        return self.shared.health.state()
 
     def counts(self) -> dict[str, int]:
         return {"running": self.limiter.running, "queued": self.limiter.queued}

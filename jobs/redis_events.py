@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -22,6 +22,10 @@ import structlog
 from redis.exceptions import RedisError
 
 from jobs.events import Gap, LogEntry
+from jobs.health import StoreHealth
+
+if TYPE_CHECKING:
+    from jobs.redis_store import StoreGuard
 
 log = structlog.get_logger("jobs.redis")
 _encoder = msgspec.json.Encoder()
@@ -29,6 +33,11 @@ _pair = msgspec.json.Decoder(tuple[str, str])
 
 BLOCK_MS = 5000  # a blocked reader wakes this often to see whether its job still exists
 BATCH = 1000
+# While Redis is away, a mirror retries its batch with backoff (first wait, cap), for at
+# most RETRY_FOR seconds of one outage; then that batch is dropped for remote readers.
+RETRY_FIRST = 0.05
+RETRY_CAP = 2.0
+RETRY_FOR = 300.0
 
 
 def _seq(stream_id: bytes) -> int:
@@ -40,8 +49,13 @@ class StreamMirror:
 
     Called (synchronously) for every entry the local log appends. After each batch it
     calls `after_flush` (the manager stores the job's progress then), and after the
-    terminal entry it gives the stream the TTL and ends. A Redis failure loses that
-    batch for remote readers (logged); the job itself runs on.
+    terminal entry it gives the stream the TTL and ends.
+
+    While Redis is away the job runs on and its entries wait here (at most `max_events`
+    of them: older ones are dropped, and remote readers get a `gap` for them, as from a
+    trimmed stream); the batch is retried with backoff until Redis answers, for up to
+    `RETRY_FOR` seconds, then dropped (logged). Before a retry the stream's last id is
+    read, so entries a failed call did write are not written twice.
     """
 
     def __init__(
@@ -51,8 +65,10 @@ class StreamMirror:
         max_events: int,
         ttl_ms: str,
         after_flush: Callable[[], Awaitable[None]] | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
         self.client = client
+        self.health = health
         self.key = key
         self.max_events = max_events
         self.ttl_ms = ttl_ms
@@ -71,39 +87,92 @@ class StreamMirror:
             self._wake.clear()
             batch, self._pending = self._pending, []
             end = any(e.terminal for e in batch)
-            try:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for e in batch:
-                        pipe.xadd(
-                            self.key,
-                            {"t": e.type, "d": e.data, "e": "1" if e.terminal else "0"},
-                            id=f"{e.seq}-0",
-                            maxlen=self.max_events,
-                            approximate=True,
-                        )
-                    if end:
-                        pipe.pexpire(self.key, int(self.ttl_ms))
-                    await pipe.execute()
-                if self.after_flush is not None and not end:
+            end = await self._flush(batch, end)
+            if self.after_flush is not None and not end:
+                try:
                     await self.after_flush()
-            except RedisError as exc:
-                log.warning("events_not_shared", stream=self.key, lost=len(batch), error=str(exc))
+                except Exception as exc:  # StoreUnavailable: the next batch stores progress again
+                    log.warning("progress_not_shared", stream=self.key, error=str(exc))
             if end:
                 return
+
+    async def _flush(self, batch: list[LogEntry], end: bool) -> bool:
+        """Write `batch` to the stream, retrying while Redis is away (see the class);
+        returns whether the terminal entry was in it (entries that came during retries join)."""
+        delay, give_up = RETRY_FIRST, None
+        while True:
+            try:
+                if give_up is not None:  # a failed call may have written part of the batch
+                    last: Any = await self.client.xrevrange(self.key, count=1)
+                    written = _seq(last[0][0]) if last else 0
+                    batch = [e for e in batch if e.seq > written]
+                await self._write(batch, end)
+            except RedisError as exc:
+                if self.health is not None:
+                    self.health.failed(exc)
+                now = time.monotonic()
+                if give_up is None:
+                    give_up = now + RETRY_FOR
+                    log.warning("events_not_shared_yet", stream=self.key, pending=len(batch), error=str(exc))
+                elif now >= give_up:
+                    log.error("events_not_shared", stream=self.key, lost=len(batch), error=str(exc))
+                    return end
+                await asyncio.sleep(delay)
+                delay = min(RETRY_CAP, delay * 2)
+                # Entries appended meanwhile join the retry, within the log's bound.
+                batch = batch + self._pending
+                self._pending = []
+                self._wake.clear()
+                end = end or any(e.terminal for e in batch)
+                if len(batch) > self.max_events:
+                    batch = batch[-self.max_events :]
+                continue
+            if self.health is not None:
+                self.health.ok()
+            if give_up is not None:
+                log.warning("events_shared_again", stream=self.key)
+            return end
+
+    async def _write(self, batch: list[LogEntry], end: bool) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for e in batch:
+                pipe.xadd(
+                    self.key,
+                    {"t": e.type, "d": e.data, "e": "1" if e.terminal else "0"},
+                    id=f"{e.seq}-0",
+                    maxlen=self.max_events,
+                    approximate=True,
+                )
+            if end:
+                pipe.pexpire(self.key, int(self.ttl_ms))
+            await pipe.execute()
 
 
 class RedisEventLog:
     """Reads one job's stream from any replica: the `read` of `JobEventLog`, remotely."""
 
-    def __init__(self, client: aioredis.Redis, key: str, exists: Callable[[], Awaitable[bool]]) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key: str,
+        exists: Callable[[], Awaitable[bool]],
+        guard: StoreGuard | contextlib.nullcontext[None] | None = None,
+    ) -> None:
         self.client = client
         self.key = key
         self.exists = exists
+        self.guard = guard if guard is not None else contextlib.nullcontext()
 
     async def read(self, after_seq: int = 0) -> AsyncIterator[LogEntry]:
         """Yield every event after `after_seq`: history, then live (`XREAD BLOCK`), until
         the terminal one. Ends early when the job is deleted or expires meanwhile.
-        Raises RedisError when Redis fails."""
+        Raises StoreUnavailable (RedisError without a guard) when Redis fails; a
+        reader resumes after the last seq it got once Redis is back."""
+        with self.guard:
+            async for entry in self._read(after_seq):
+                yield entry
+
+    async def _read(self, after_seq: int) -> AsyncIterator[LogEntry]:
         cursor = after_seq
         last: Any = await self.client.xrevrange(self.key, count=1)
         if last and last[0][1][b"e"] == b"1" and _seq(last[0][0]) <= cursor:
@@ -127,7 +196,12 @@ class RedisEventLog:
 
     async def wait_end(self, timeout: float) -> bool:
         """Wait until the job's terminal event is in the stream or `timeout` passes;
-        returns whether it ended. Raises RedisError when Redis fails."""
+        returns whether it ended. Raises StoreUnavailable (RedisError without a guard)
+        when Redis fails."""
+        with self.guard:
+            return await self._wait_end(timeout)
+
+    async def _wait_end(self, timeout: float) -> bool:
         last: Any = await self.client.xrevrange(self.key, count=1)
         if last and last[0][1][b"e"] == b"1":
             return True
@@ -166,15 +240,24 @@ class CancelBus:
         await pubsub.subscribe(self.channel)
 
         async def run() -> None:
+            # While Redis is away: resubscribe with backoff (capped at RETRY_CAP / 2), and
+            # log the loss and the return once each. Requests published meanwhile are
+            # lost (pub/sub keeps nothing); the canceller got a 503 or a 202 for them.
+            lost, delay = False, RETRY_FIRST
             try:
                 while True:
                     try:
+                        if lost:
+                            await pubsub.subscribe(self.channel)
+                            lost, delay = False, RETRY_FIRST
+                            log.warning("cancel_channel_back", channel=self.channel)
                         message = await pubsub.get_message(timeout=None)
                     except RedisError as exc:
-                        log.warning("cancel_channel_lost", error=str(exc))
-                        await asyncio.sleep(1.0)
-                        with contextlib.suppress(RedisError):
-                            await pubsub.subscribe(self.channel)
+                        if not lost:
+                            lost = True
+                            log.warning("cancel_channel_lost", channel=self.channel, error=str(exc))
+                        await asyncio.sleep(delay)
+                        delay = min(RETRY_CAP / 2, delay * 2)
                         continue
                     if message is None or message.get("type") != "message":
                         continue

@@ -20,12 +20,13 @@ terminal event, so stream readers end.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import msgspec
 import structlog
@@ -189,6 +190,24 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(
+    method: Callable[Concatenate[RedisQueue, _P], Awaitable[_R]],
+) -> Callable[Concatenate[RedisQueue, _P], Awaitable[_R]]:
+    """Run a queue call under the store's guard: a Redis error becomes `StoreUnavailable`
+    and is noted in the store's health, as for every other call of a shared store."""
+
+    @functools.wraps(method)
+    async def call(self: RedisQueue, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.store.guard:
+            return await method(self, *args, **kwargs)
+
+    return call
+
+
 class RedisQueue:
     """The `SharedQueue` of a `RedisJobStore`. Calls raise `redis.exceptions.RedisError`."""
 
@@ -212,6 +231,7 @@ class RedisQueue:
     def _lease_ms(self) -> str:
         return str(max(1, round(self.lease * 1000)))
 
+    @_guarded
     async def enqueue(
         self,
         job: Job,
@@ -247,6 +267,7 @@ class RedisQueue:
             binding = (job_id, bound_fingerprint)
         return Enqueued(outcome=outcome, depth=int(reply[1]), recent=int(reply[2]), binding=binding)
 
+    @_guarded
     async def take(self, block: float) -> str | None:
         job_id: Any = await self.client.blmove(
             self.store.key("queue"),
@@ -257,6 +278,7 @@ class RedisQueue:
         )
         return None if job_id is None else job_id.decode()
 
+    @_guarded
     async def start(self, job_id: str) -> Taken | None:
         reply: Any = await self._start(args=[self.prefix, job_id, self.replica, self._lease_ms])
         if not reply:
@@ -264,25 +286,31 @@ class RedisQueue:
         data, params, timeout = reply
         return Taken(job=_decoder.decode(data), params=params, timeout=float(timeout) if timeout else None)
 
+    @_guarded
     async def untake(self, job_id: str) -> None:
         await self._untake(args=[self.prefix, job_id, self.replica])
 
+    @_guarded
     async def give_back(self) -> int:
         return int(await self._give_back(args=[self.prefix, self.replica]))
 
+    @_guarded
     async def leave(self) -> None:
         await self._leave(args=[self.prefix, self.replica])
 
+    @_guarded
     async def cancel_queued(self, job_id: str, reason: str) -> bool:
         if not await self._cancel_queued(args=[self.prefix, job_id]):
             return False
         await self._finish_elsewhere(job_id, JobStatus.canceled, f"canceled: {reason}", reason)
         return True
 
+    @_guarded
     async def renew(self, job_ids: Sequence[str]) -> list[str]:
         lost: Any = await self._renew(args=[self.prefix, self.replica, self._lease_ms, *job_ids])
         return [i.decode() for i in lost]
 
+    @_guarded
     async def reap(self) -> list[str]:
         reply: Any = await self._reap(args=[self.prefix, self._lease_ms, str(REAP_BUDGET)])
         if int(reply[0]):

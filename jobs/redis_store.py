@@ -29,8 +29,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from jobs.events import JobEventLog
+from jobs.health import StoreHealth
 from jobs.records import Job
 from jobs.redis_events import CancelBus, RedisEventLog, StreamMirror
 from jobs.redis_lua import RECORD_PUT
@@ -38,6 +40,7 @@ from jobs.redis_queue import RedisQueue
 from jobs.states import FINISHED, JobStatus
 
 DEFAULT_PREFIX = "serving:"
+MAX_CONNECTIONS = 10_000  # per replica; Redis's own default maxclients
 SCHEMES = ("redis", "rediss", "unix")
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
@@ -137,6 +140,25 @@ def parse_store_url(url: str) -> tuple[str, str]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), prefix
 
 
+class StoreGuard:
+    """`with guard:` around a store call: Redis errors become `StoreUnavailable`, and the
+    outcome is noted in the store's `StoreHealth` (a context manager, so it also spans awaits)."""
+
+    __slots__ = ("health",)
+
+    def __init__(self, health: StoreHealth) -> None:
+        self.health = health
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.health.ok()
+        elif isinstance(exc, (RedisError, TimeoutError)):  # TimeoutError: our own bound, in ping
+            raise self.health.failed(exc) from exc
+
+
 def _ms(seconds: float) -> str:
     return str(max(1, round(seconds * 1000)))
 
@@ -145,8 +167,9 @@ class RedisJobStore:
     """The `JobStore` of a fleet: any replica reads, lists, deletes any job.
 
     `ttl` is the key expiry of finished jobs (SERVING_JOB_TTL); `evict` also takes
-    the TTL to apply, like the memory store, for the index entries. Calls raise
-    `redis.exceptions.RedisError` (ConnectionError when Redis is unreachable).
+    the TTL to apply, like the memory store, for the index entries. Every call raises
+    `StoreUnavailable` in place of a Redis error (Redis stopped, restarting, or out of
+    reach), and notes the outcome in `health`; the client reconnects on the next call.
     """
 
     def __init__(
@@ -160,6 +183,8 @@ class RedisJobStore:
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
+        self.health = StoreHealth("redis")
+        self.guard = StoreGuard(self.health)
         self._cancels = CancelBus(client, self.key("cancel"))
         self._put = client.register_script(_PUT)
         self._delete = client.register_script(_DELETE)
@@ -170,7 +195,14 @@ class RedisJobStore:
     @classmethod
     def from_url(cls, url: str, *, ttl: float = 3600.0, lease: float = 10.0) -> RedisJobStore:
         client_url, prefix = parse_store_url(url)
-        return cls(aioredis.Redis.from_url(client_url), prefix=prefix, ttl=ttl, lease=lease)
+        # A connect to a Redis that is gone fails after 2 s, not the OS's minutes; no
+        # read timeout, since XREAD BLOCK waits on purpose. Every reader of another
+        # replica's job holds a connection in XREAD BLOCK, so the pool must outgrow
+        # redis-py's default of 100 (bench/redis_jobs.py hit it with 100 SSE readers).
+        client = aioredis.Redis.from_url(
+            client_url, socket_connect_timeout=2.0, max_connections=MAX_CONNECTIONS
+        )
+        return cls(client, prefix=prefix, ttl=ttl, lease=lease)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -178,71 +210,84 @@ class RedisJobStore:
     async def close(self) -> None:
         await self.client.aclose()
 
+    async def ping(self, timeout: float = 1.0) -> None:
+        """Ask Redis whether it answers, within `timeout` seconds (for /status); raises
+        StoreUnavailable if not."""
+        with self.guard:
+            async with asyncio.timeout(timeout):
+                await self.client.ping()
+
     async def put(self, job: Job) -> None:
         await self.put_record(job)
 
     async def put_record(self, job: Job) -> bool:
         """`put`, returning whether it applied (False: the record had already ended)."""
-        return bool(
-            await self._put(
-                args=[
-                    self.prefix,
-                    job.job_id,
-                    _encoder.encode(job),
-                    job.status.value,
-                    "1" if job.status in FINISHED else "0",
-                    _ms(self.ttl),
-                    job.idempotency_key or "",
-                ]
-            )
-        )
+        args: list[str | bytes] = [
+            self.prefix,
+            job.job_id,
+            _encoder.encode(job),
+            job.status.value,
+            "1" if job.status in FINISHED else "0",
+            _ms(self.ttl),
+            job.idempotency_key or "",
+        ]
+        with self.guard:
+            return bool(await self._put(args=args))
 
     async def get(self, job_id: str) -> Job | None:
-        data = await self.client.hget(self.key("job", job_id), "data")
+        with self.guard:
+            data = await self.client.hget(self.key("job", job_id), "data")
         return None if data is None else _decoder.decode(data)
 
     async def delete(self, job_id: str) -> None:
-        await self._delete(args=[self.prefix, job_id])
+        with self.guard:
+            await self._delete(args=[self.prefix, job_id])
 
     async def list(
         self, status: JobStatus | None, limit: int, cursor: str | None
     ) -> tuple[builtins.list[Job], str | None]:
         index = self.key("jobs") if status is None else self.key("status", status.value)
         top = f"({cursor}" if cursor else "+inf"
-        ids: Any = await self.client.zrevrangebyscore(
-            index, top, "-inf", start=0, num=limit + 1, withscores=True
-        )
-        more = len(ids) > limit
-        ids = ids[:limit]
-        if not ids:
-            return [], None
-        async with self.client.pipeline(transaction=False) as pipe:
-            for job_id, _ in ids:
-                pipe.hget(self.key("job", job_id.decode()), "data")
-            records: builtins.list[Any] = await pipe.execute()
+        with self.guard:
+            ids: Any = await self.client.zrevrangebyscore(
+                index, top, "-inf", start=0, num=limit + 1, withscores=True
+            )
+            more = len(ids) > limit
+            ids = ids[:limit]
+            if not ids:
+                return [], None
+            async with self.client.pipeline(transaction=False) as pipe:
+                for job_id, _ in ids:
+                    pipe.hget(self.key("job", job_id.decode()), "data")
+                records: builtins.list[Any] = await pipe.execute()
         page = [_decoder.decode(data) for data in records if data is not None]  # None: just expired
         return page, (f"{int(ids[-1][1])}" if more else None)
 
     async def claim_key(self, key: str, job_id: str, fingerprint: str) -> tuple[str, str] | None:
-        previous = await self._claim(args=[self.prefix, key, job_id, f"{job_id}\n{fingerprint}"])
+        with self.guard:
+            previous = await self._claim(args=[self.prefix, key, job_id, f"{job_id}\n{fingerprint}"])
         return None if previous is None else _split_binding(previous)
 
     async def lookup_key(self, key: str) -> tuple[str, str] | None:
-        bound: Any = await self.client.get(self.key("idem", key))
+        with self.guard:
+            bound: Any = await self.client.get(self.key("idem", key))
         return None if bound is None else _split_binding(bound)
 
     async def evict(self, ttl: float, max_jobs: int) -> builtins.list[str]:
-        ids = await self._evict(args=[self.prefix, str(round(ttl * 1_000_000)), str(max_jobs), "10000"])
+        with self.guard:
+            ids = await self._evict(args=[self.prefix, str(round(ttl * 1_000_000)), str(max_jobs), "10000"])
         return [i.decode() for i in ids]
 
     async def count(self) -> int:
-        return int(await self.client.zcard(self.key("jobs")))
+        with self.guard:
+            return int(await self.client.zcard(self.key("jobs")))
 
     async def count_by_status(self) -> dict[JobStatus, int]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for status in JobStatus:
-                pipe.zcard(self.key("status", status.value))
-            counts = await pipe.execute()
+        with self.guard:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for status in JobStatus:
+                    pipe.zcard(self.key("status", status.value))
+                counts = await pipe.execute()
         return {status: int(n) for status, n in zip(JobStatus, counts, strict=True) if n}
 
     # -- what replicas share besides records (SharedJobStore) ---------------------------
@@ -252,7 +297,7 @@ class RedisJobStore:
     ) -> asyncio.Task[None]:
         # The shared log keeps as many events as the local one (SERVING_JOB_EVENTS_MAX).
         mirror = StreamMirror(
-            self.client, self.key("events", job_id), log.max_events, _ms(self.ttl), after_flush
+            self.client, self.key("events", job_id), log.max_events, _ms(self.ttl), after_flush, self.health
         )
         log.listener = mirror
         return mirror.task
@@ -261,13 +306,14 @@ class RedisJobStore:
         async def exists() -> bool:
             return bool(await self.client.exists(self.key("job", job_id)))
 
-        return RedisEventLog(self.client, self.key("events", job_id), exists)
+        return RedisEventLog(self.client, self.key("events", job_id), exists, self.guard)
 
     async def wait_end(self, job_id: str, timeout: float) -> bool:
         return await self.events(job_id).wait_end(timeout)
 
     async def request_cancel(self, job_id: str, reason: str) -> None:
-        await self._cancels.request(job_id, reason)
+        with self.guard:
+            await self._cancels.request(job_id, reason)
 
     async def listen_cancels(self, handle: Callable[[str, str], Awaitable[None]]) -> asyncio.Task[None]:
         return await self._cancels.listen(handle)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from jobs.events import EventLog, JobEventLog
+from jobs.health import StoreHealth
 from jobs.queue import SharedQueue
 from jobs.records import Job
 from jobs.states import JobStatus
@@ -60,9 +61,17 @@ class JobStore(Protocol):
 class SharedJobStore(JobStore, Protocol):
     """A store several replicas share (Redis): besides records it carries each job's
     events and the cancel requests, so any replica answers for any job; and the fleet's
-    queue of async jobs, with the leases of running ones."""
+    queue of async jobs, with the leases of running ones.
+
+    Being a network away, it can be unreachable: every call then raises
+    `StoreUnavailable`, and `health` records the state for /status and /metrics."""
 
     queue: SharedQueue
+    health: StoreHealth
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers within about a second."""
+        ...
 
     def mirror(
         self, job_id: str, log: JobEventLog, after_flush: Callable[[], Awaitable[None]]

@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import serving
-from jobs import InvocationMetadata, JobManager, JobSettings
+from jobs import InvocationMetadata, JobManager, JobSettings, StoreUnavailable
 from runtimes import Pipeline, Runtime
 from serving.invoke import InvokeEndpoint
 from serving.jobs_api import JobsAPI
@@ -33,7 +33,7 @@ from serving.logs import AccessLog
 from serving.metrics import HttpMetrics, metrics_endpoint, register_jobs_collector, worker_gauges
 from serving.middleware import AuthMiddleware, RequestContextMiddleware
 from serving.openapi import build_openapi, docs_page, swagger_ui_path
-from serving.responses import json_response, problem_response
+from serving.responses import json_response, problem_response, store_unavailable
 from serving.settings import Settings
 from serving.websocket import websocket_endpoint
 
@@ -194,6 +194,8 @@ def create_app(
         return json_response({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
+        # The job store is not consulted: with Redis away, sync /invoke still serves, and
+        # failing every replica's probe at once would turn an async outage into a total one.
         if state.draining:
             return problem_response(503, "draining: shutting down")
         if not state.ready:
@@ -209,6 +211,7 @@ def create_app(
                 "pipeline": pipeline.name,
                 "runtime": runtime.name,
                 "jobs": manager.counts(),
+                "job_store": await manager.store_state(),
                 **(runtime.status() if hasattr(runtime, "status") else {}),
                 "ready": state.ready,
                 "draining": state.draining,
@@ -224,6 +227,9 @@ def create_app(
         assert isinstance(exc, HTTPException)
         detail = exc.detail if exc.status_code != 404 else f"no route for {request.url.path}"
         return problem_response(exc.status_code, detail, headers=exc.headers)
+
+    async def job_store_error(request: Request, exc: Exception) -> Response:
+        return store_unavailable(exc)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         # Starlette logs nothing here and re-raises; RequestContextMiddleware logs it.
@@ -267,7 +273,11 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={
+            HTTPException: http_error,
+            StoreUnavailable: job_store_error,  # any /jobs or /stream call while Redis is away
+            Exception: server_error,
+        },
     )
     app.state.serving = state
     app.state.pipeline = pipeline

@@ -19,13 +19,21 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from jobs import IdempotencyConflict, InvocationMetadata, InvocationResponse, JobManager, JobStatus, QueueFull
+from jobs import (
+    IdempotencyConflict,
+    InvocationMetadata,
+    InvocationResponse,
+    JobManager,
+    JobStatus,
+    QueueFull,
+    StoreUnavailable,
+)
 from runtimes import Pipeline, RunResult, RunStatus
 from runtimes.errors import ParameterError
 from runtimes.pipeline import split_validation_error
 from serving.jobs_api import job_links
 from serving.problems import RUN_FAILED, FieldError
-from serving.responses import json_response, problem_response
+from serving.responses import STORE_RETRY_AFTER, json_response, problem_response, store_unavailable
 from serving.settings import Settings
 
 log = structlog.get_logger("serving.invoke")
@@ -351,6 +359,8 @@ class InvokeEndpoint:
             return self._fail(
                 422, str(exc), errors=[FieldError("Idempotency-Key", "reused with a different body")]
             )
+        except StoreUnavailable as exc:
+            return store_unavailable(exc, invoke=True)
         location = {"Location": f"/jobs/{job.job_id}"}
         if respond_async:
             applied = {"Preference-Applied": "respond-async"} if prefer_async else {}
@@ -359,7 +369,12 @@ class InvokeEndpoint:
             return json_response(job, 200, {**location, **applied})
         wait = prefer_wait if prefer_wait is not None else (timeout or self.settings.max_wait)
         wait = min(wait, self.settings.max_wait) if prefer_wait is not None else wait
-        job = await self.manager.wait(job.job_id, wait)
+        try:
+            job = await self.manager.wait(job.job_id, wait)
+        except StoreUnavailable as exc:  # accepted, but its end cannot be read now: poll Location
+            return problem_response(
+                503, str(exc), invoke=True, headers={"Retry-After": str(STORE_RETRY_AFTER), **location}
+            )
         applied = {"Preference-Applied": f"wait={prefer_wait:g}"} if prefer_wait is not None else {}
         if not job.status.finished:
             return json_response(job_links(job), 202, {**location, **applied})

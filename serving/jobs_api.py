@@ -6,16 +6,18 @@ from collections.abc import AsyncIterator
 
 import anyio
 import msgspec
+import structlog
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
-from jobs import Job, JobFinished, JobManager, JobNotFinished, JobNotFound, JobStatus
+from jobs import Job, JobFinished, JobManager, JobNotFinished, JobNotFound, JobStatus, StoreUnavailable
 from serving.problems import FieldError
 from serving.responses import json_response, problem_response
 from serving.settings import Settings
 
 MAX_PAGE = 1000
+log = structlog.get_logger("serving.jobs")
 
 
 class JobSummary(msgspec.Struct, kw_only=True):
@@ -125,7 +127,9 @@ class JobsAPI:
         """SSE: `id:` is the event's seq, `event:` its type, `data:` its JSON.
 
         Resumes after `Last-Event-ID` (header) or `?after_seq=`; ends after the terminal
-        event. Idle streams get ping comments every SERVING_SSE_PING seconds.
+        event. Idle streams get ping comments every SERVING_SSE_PING seconds. A job
+        store that goes away mid-stream ends it early (the status is sent already); the
+        client resumes with `Last-Event-ID`, and gets 503 until the store is back.
         """
         job_id = request.path_params["job_id"]
         raw = request.headers.get("last-event-id") or request.query_params.get("after_seq") or "0"
@@ -142,8 +146,11 @@ class JobsAPI:
             return problem_response(404, str(exc))
 
         async def events() -> AsyncIterator[ServerSentEvent]:
-            async for entry in entries:
-                yield ServerSentEvent(data=entry.data.decode(), event=entry.type, id=str(entry.seq))
+            try:
+                async for entry in entries:
+                    yield ServerSentEvent(data=entry.data.decode(), event=entry.type, id=str(entry.seq))
+            except StoreUnavailable as exc:
+                log.warning("stream_cut", job_id=job_id, error=str(exc))
 
         return EventSourceResponse(
             events(),

@@ -42,6 +42,15 @@ def problem_response(
     return Response(_encoder.encode(body), status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 
+STORE_RETRY_AFTER = 2  # seconds; Redis restarts in about that, and clients back off
+
+
+def store_unavailable(exc: Exception, *, invoke: bool = False) -> Response:
+    """503 for a request the job store was needed for and did not answer: nothing about
+    the request was wrong, so it says when to try again."""
+    return problem_response(503, str(exc), invoke=invoke, headers={"Retry-After": str(STORE_RETRY_AFTER)})
+
+
 def problem_bytes(status: int, detail: str, *, invoke: bool = False) -> bytes:
     """The encoded body alone, for raw ASGI middleware that answers before any endpoint
     (and so any Starlette `Response`) is involved."""

@@ -10,7 +10,9 @@ Server messages:
     {"type": "end", "job_id", "job": {...final record...}}
     {"type": "canceled", "job_id", "job": {...}}
     {"type": "error", "status", "error", "job_id"?, "errors"?}
-A bad message gets an `error` reply and the socket stays open. Several jobs can be
+A bad message gets an `error` reply and the socket stays open; so does a message the
+job store was needed for while it is away (status 503), and a subscription the store's
+loss cuts short (503, with the `job_id`: subscribe again after the last seq received). Several jobs can be
 followed at once; each is forwarded by its own task and sends are serialised.
 """
 
@@ -25,7 +27,7 @@ import msgspec
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from jobs import IdempotencyConflict, JobFinished, JobManager, JobNotFound, QueueFull
+from jobs import IdempotencyConflict, JobFinished, JobManager, JobNotFound, QueueFull, StoreUnavailable
 from runtimes.pipeline import split_validation_error
 from serving.jobs_api import job_links
 from serving.problems import FieldError
@@ -97,12 +99,16 @@ class StreamSocket:
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             await self.error(400, f"message is not valid JSON: {exc}")
             return
-        if isinstance(message, Invoke):
-            await self.invoke(message)
-        elif isinstance(message, Subscribe):
-            await self.subscribe(message.job_id, message.after_seq)
-        else:
-            await self.cancel(message)
+        try:
+            if isinstance(message, Invoke):
+                await self.invoke(message)
+            elif isinstance(message, Subscribe):
+                await self.subscribe(message.job_id, message.after_seq)
+            else:
+                await self.cancel(message)
+        except StoreUnavailable as exc:
+            job_id = None if isinstance(message, Invoke) else message.job_id
+            await self.error(503, str(exc), **({"job_id": job_id} if job_id else {}))
 
     async def invoke(self, message: Invoke) -> None:
         pipeline = self.manager.pipeline
@@ -153,6 +159,10 @@ class StreamSocket:
                 await self.send({"type": "end", "job_id": job_id, "job": job})
             except (WebSocketDisconnect, RuntimeError, JobNotFound):
                 reason = "gone"  # the client left, or the job expired meanwhile
+            except StoreUnavailable as exc:
+                reason = "store unavailable"
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                    await self.error(503, str(exc), job_id=job_id)
             except asyncio.CancelledError as exc:
                 reason = str(exc.args[0]) if exc.args else "canceled"
                 raise

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from polling import GUARD, WaitTimeout, wait_until
-from redis_helpers import REDIS_URL, drop_prefix, redis_client
+from redis_helpers import REDIS_URL, RedisServer, drop_prefix, redis_client
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 15.0
@@ -285,3 +285,13 @@ def redis_prefix() -> Iterator[str]:
 def job_store_url(redis_prefix: str) -> str:
     """SERVING_JOB_STORE for daemons of one test: the test Redis under a private prefix."""
     return f"{REDIS_URL}?prefix={redis_prefix}"
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A `redis-server` of this test alone, started; the test may stop and restart it.
+    Request it before `daemon`, so daemons stop before it does."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()

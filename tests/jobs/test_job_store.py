@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from redis_helpers import REDIS_URL, redis_client
+from redis_helpers import REDIS_URL, RedisServer, redis_client
 
-from jobs import Job, JobStatus, JobStore, MemoryJobStore
+from jobs import Job, JobStatus, JobStore, MemoryJobStore, StoreUnavailable
 from jobs.redis_store import RedisJobStore
 
 pytestmark = pytest.mark.anyio
@@ -187,3 +187,37 @@ async def test_redis_keys_of_finished_jobs_expire_and_evict_leaves_none(redis_pr
     finally:
         await store.close()
         client.close()
+
+
+async def test_redis_store_raises_store_unavailable_while_redis_is_away(private_redis: RedisServer) -> None:
+    store = RedisJobStore.from_url(private_redis.url)
+    try:
+        await store.put(make_job(1))
+        private_redis.stop()
+        calls = [
+            store.put(make_job(2)),
+            store.get("job1"),
+            store.delete("job1"),
+            store.list(None, 10, None),
+            store.claim_key("k", "job1", "f"),
+            store.lookup_key("k"),
+            store.evict(1.0, 10),
+            store.count(),
+            store.count_by_status(),
+            store.wait_end("job1", 0.1),
+            store.request_cancel("job1", "why"),
+            store.ping(),
+        ]
+        for call in calls:
+            with pytest.raises(StoreUnavailable, match="the job store is unavailable"):
+                await call
+        with pytest.raises(StoreUnavailable):
+            async for _ in store.events("job1").read():
+                pass
+        assert store.health.up is False and store.health.errors == len(calls) + 1
+        private_redis.start()  # empty again: persistence is off
+        assert await store.get("job1") is None
+        await store.put(make_job(3))
+        assert await store.count() == 1 and store.health.up is True
+    finally:
+        await store.close()
