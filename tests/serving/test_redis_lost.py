@@ -131,6 +131,8 @@ def test_the_retention_sweeper_outlives_an_outage(
     # nothing but the sweeper calls the store now: its failure is the one logged
     a.wait_for_log(lambda e: e.get("event") == "job_store_lost", "the sweeper to meet the outage")
     private_redis.start()
+    # the replica's own background calls find Redis back (and drop the dead connections)
+    a.wait_for_log(lambda e: e.get("event") == "job_store_back", "the replica to reach Redis again")
     job_id = submit(client, a, gates("swept").params(block=False))
     assert get_job(client, a, job_id, wait=GUARD)["status"] == "completed"
     # past the TTL the sweeper (not key expiry, which leaves index entries) empties the index
