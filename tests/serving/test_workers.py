@@ -6,6 +6,7 @@ SERVING_JOB_STORE and use only sync `/invoke`, which needs no store.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from polling import wait_for_file, wait_until
 
+from jobs.redis_store import RedisJobStore
 from serving.settings import SettingsError, load_settings
 from serving.supervisor import workers_problem
 
@@ -35,6 +37,17 @@ def health(url: str) -> dict[str, Any]:
         r = client.get(f"{url}/health")
     assert r.status_code == 200, r.text
     return dict(r.json())
+
+
+def all_ready(d: Any, workers: int = 2) -> None:
+    """Wait until every worker has finished starting (its `ready` line). A signal sent
+    while a worker still starts is a different case from the in-flight ones tested here."""
+
+    def ready() -> bool:
+        pids = {e["worker_pid"] for e in d.log_events() if e.get("event") == "ready" and "worker_pid" in e}
+        return len(pids) >= workers
+
+    wait_until(ready, f"{workers} workers to be ready", detail=d.stderr_detail)
 
 
 def worker_pids(d: Any) -> set[int]:
@@ -105,6 +118,7 @@ def test_one_worker_has_no_supervisor(daemon: Any) -> None:
 
 def test_two_workers_serve_one_port(job_store_url: str, daemon: Any, server: str) -> None:
     d = daemon(HELLO, workers=2, job_store=job_store_url, server=server)
+    all_ready(d)
     pids = worker_pids(d)
     assert len(pids) == 2 and d.proc.pid not in pids
     assert answering_pids(d, pids) == pids
@@ -121,6 +135,7 @@ def test_async_jobs_are_found_by_any_worker(job_store_url: str, daemon: Any) -> 
     """A job accepted by one worker is polled, listed and waited for through whichever
     worker the kernel hands the next connection to: the store is the one truth."""
     d = daemon(HELLO, workers=2, job_store=job_store_url)
+    all_ready(d)
     pids = worker_pids(d)
     accepted_by: set[int] = set()
     read_by: set[int] = set()
@@ -148,6 +163,7 @@ def test_async_jobs_are_found_by_any_worker(job_store_url: str, daemon: Any) -> 
 
 def test_killed_worker_is_replaced(job_store_url: str, daemon: Any, server: str) -> None:
     d = daemon(HELLO, workers=2, job_store=job_store_url, server=server)
+    all_ready(d)
     before = worker_pids(d)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
@@ -168,6 +184,7 @@ def test_sigterm_lets_in_flight_requests_finish(
     from test_shutdown import Call
 
     d = daemon(SLOW, workers=2, job_store=job_store_url, server=server, graceful_timeout=10)
+    all_ready(d)
     calls, markers = [], []
     for i in range(4):
         marker = tmp_path / f"started{i}"
@@ -188,10 +205,41 @@ def test_sigterm_lets_in_flight_requests_finish(
     assert len(stopped) == 2 and all(e["status"] == 0 for e in stopped)
 
 
+def test_sigterm_lets_running_async_jobs_finish(job_store_url: str, daemon: Any, tmp_path: Path) -> None:
+    """Jobs running on the workers when the supervisor is told to stop end `completed`,
+    recorded in the shared store, before the supervisor exits 0."""
+    d = daemon(SLOW, workers=2, job_store=job_store_url, graceful_timeout=10)
+    all_ready(d)
+    markers = [tmp_path / f"job{i}" for i in range(4)]
+    with httpx.Client(timeout=HANG_GUARD) as client:
+        job_ids = []
+        for marker in markers:
+            body = {"parameters": {"seconds": 1.0, "marker": str(marker)}}
+            r = client.post(f"{d.url}/invoke?mode=async", json=body)
+            assert r.status_code == 202, r.text
+            job_ids.append(r.json()["job_id"])
+    for marker in markers:
+        wait_for_file(marker, detail=d.stderr_detail)  # all four are running
+    d.signal(signal.SIGTERM)
+    assert d.wait(HANG_GUARD) == 0, d.logs()
+    # the daemon is gone: read what it left in the shared store
+    store = RedisJobStore.from_url(job_store_url)
+
+    async def statuses() -> list[tuple[str, Any]]:
+        try:
+            jobs = [await store.get(job_id) for job_id in job_ids]
+        finally:
+            await store.close()
+        return [(j.status.value, j.result.outputs if j.result else None) for j in jobs if j is not None]
+
+    assert asyncio.run(statuses()) == [("completed", {"slept": 1.0})] * 4
+
+
 def test_second_signal_stops_at_once(job_store_url: str, daemon: Any, server: str, tmp_path: Path) -> None:
     from test_shutdown import Call
 
     d = daemon(SLOW, workers=2, job_store=job_store_url, server=server, graceful_timeout=60)
+    all_ready(d)
     marker = tmp_path / "started"
     Call(d.url, {"parameters": {"seconds": 60, "marker": str(marker)}}).start()
     wait_for_file(marker, detail=d.stderr_detail)
@@ -212,6 +260,7 @@ def test_workers_capture_into_one_sqlite_store(job_store_url: str, daemon: Any, 
     d = daemon(
         HELLO, workers=2, job_store=job_store_url, capture_url=f"sqlite://{db}", capture_batch_interval=0.01
     )
+    all_ready(d)
     answering_pids(d, worker_pids(d))
     sent = 400
 
