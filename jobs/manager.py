@@ -42,6 +42,30 @@ TAKE_BLOCK = 5.0  # seconds an idle replica's blocking pop waits before it pops 
 END_RETRY_FIRST = 0.05  # seconds before the first retry of a terminal record; doubles
 END_RETRY_CAP = 2.0
 END_RETRY_FOR = 300.0  # one outage this long and a finished job's end is not recorded
+CANCEL_AGAIN = 1.0  # seconds stop() waits for a cancelled background task before cancelling it again
+
+
+async def _give_back(queue: SharedQueue) -> None:
+    with contextlib.suppress(Exception):  # Redis gone: requeued when this replica leaves
+        await queue.give_back()
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task and wait for its end, cancelling it again every
+    CANCEL_AGAIN seconds while it still runs.
+
+    One cancel is not enough: redis-py (with its default socket timeout) sends each
+    command under `asyncio.wait_for`, which on Python 3.11 returns normally instead of
+    raising when the cancel arrives in the same loop iteration as the end of the write;
+    the task then carries on as if never cancelled (the drain-while-starting hang).
+    """
+    if task is None:
+        return
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=CANCEL_AGAIN)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class JobNotFound(LookupError):
@@ -163,7 +187,8 @@ class JobManager:
         if self.queue is not None:
             await self.queue.renew([])  # a heartbeat before the first take
             self._keeper = asyncio.create_task(self._keep_leases(self.queue), name="jobs:leases")
-            self._taker = asyncio.create_task(self._take_jobs(self.queue), name="jobs:take")
+            if not self.draining:  # a drain (SIGTERM) that came while we were starting: take nothing
+                self._taker = asyncio.create_task(self._take_jobs(self.queue), name="jobs:take")
 
     def drain(self) -> None:
         """Stop taking jobs from the shared queue (SIGTERM): queued jobs run elsewhere,
@@ -177,9 +202,7 @@ class JobManager:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.drain()
-        if self._taker is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._taker
+        await _cancel_and_wait(self._taker)
         if self._active and grace > 0:
             pending = [a.done.wait() for a in self._active.values()]
             with contextlib.suppress(TimeoutError):
@@ -203,19 +226,13 @@ class JobManager:
             await asyncio.wait(self._mirrors, timeout=5)
             for mirror in self._mirrors:  # still retrying: the store is away, and we go
                 mirror.cancel()
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+        await _cancel_and_wait(self._keeper)
         if self.queue is not None:
             try:
                 await self.queue.leave()
             except Exception as exc:  # Redis gone: other replicas requeue after the heartbeat expires
                 log.warning("queue_leave_failed", error=str(exc))
-        if self._cancel_listener is not None:
-            self._cancel_listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cancel_listener
+        await _cancel_and_wait(self._cancel_listener)
 
     async def _remote_cancel(self, job_id: str, reason: str) -> None:
         """A cancel request from another replica: ours to act on only if we run the job."""
@@ -442,9 +459,13 @@ class JobManager:
         Waits for room locally first, then in a blocking pop, so an idle or full replica
         sends Redis nothing but one pop every TAKE_BLOCK seconds. On cancellation (drain)
         what was taken and not started goes back to the queue.
+
+        It also ends by itself at the next pop once `draining` is set: a cancel can be
+        lost inside the Redis client (see `_cancel_and_wait`), and this loop must not
+        outlive the drain because of it.
         """
         try:
-            while True:
+            while not self.draining:
                 await self.limiter.room()
                 try:
                     job_id = await queue.take(TAKE_BLOCK)
@@ -457,6 +478,8 @@ class JobManager:
                     continue
                 if job_id is None:
                     continue
+                if self.draining:  # taken as the drain began: give_back() below returns it
+                    break
                 ticket = self.limiter.try_reserve()
                 if ticket is None:  # a sync run took the slot meanwhile: let another replica run it
                     try:
@@ -465,10 +488,10 @@ class JobManager:
                         log.warning("queue_untake_failed", job_id=job_id, error=str(exc))
                     continue
                 await self._start_taken(queue, job_id, ticket)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await queue.give_back()
-            raise
+        finally:
+            # Shielded: stop() cancels again while this task runs (`_cancel_and_wait`).
+            # Anything still taken after that is requeued by the queue's leave().
+            await asyncio.shield(_give_back(queue))
 
     async def _start_taken(self, queue: SharedQueue, job_id: str, ticket: Ticket) -> None:
         """Lease a taken job and run it. The lease is awaited to its end even when the
@@ -478,8 +501,9 @@ class JobManager:
         try:
             await asyncio.shield(start)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await start
+            while not start.done():  # stop() cancels again while this task runs
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.shield(start)
             if start.done() and not start.cancelled() and start.exception() is None:
                 self._run_taken(start.result(), ticket)
             else:

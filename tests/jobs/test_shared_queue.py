@@ -5,16 +5,20 @@ that "dies" simply stops renewing (what kill -9 leaves behind in Redis).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Annotated
 
 import msgspec
 import pytest
 from polling import wait_until_async
 from redis_helpers import REDIS_URL, redis_client
 
-from jobs import Job, JobStatus
+from jobs import Job, JobManager, JobStatus
 from jobs.queue import Outcome, fleet_retry_after
 from jobs.redis_store import RedisJobStore
+from runtimes import create_runtime, pipeline, step
+from runtimes.base import Runtime, RuntimeOptions
 
 pytestmark = pytest.mark.anyio
 
@@ -184,3 +188,79 @@ async def test_renewal_keeps_a_lease_and_leave_gives_everything_back(
     await a.queue.leave()
     assert await a.client.lrange(a.key("queue"), 0, -1) == [b"job2"]
     assert not await a.client.sismember(a.key("replicas"), a.queue.replica)
+
+
+# -- a JobManager on the queue, shutting down --------------------------------------------
+
+GUARD = 3.0  # seconds; a hang guard only, below TAKE_BLOCK so a lost cancel shows
+
+
+@step
+def echo(city: str, days: int) -> Annotated[str, "city"]:
+    return city
+
+
+@pipeline
+def weather(city: str = "x", days: int = 1):
+    return echo(city, days)
+
+
+async def stops_within(manager: JobManager, seconds: float) -> bool:
+    """Whether stop() returns in time; asked of a task, so a hang fails the test."""
+    stopping = asyncio.create_task(manager.stop())
+    done, _ = await asyncio.wait([stopping], timeout=seconds)
+    return stopping in done
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[Runtime]:
+    rt = create_runtime("memory", RuntimeOptions(max_threads=2))
+    await rt.start()
+    yield rt
+    await rt.stop()
+
+
+async def test_a_drain_while_the_manager_starts_takes_nothing_and_stop_returns(
+    replicas: Callable[[], RedisJobStore], runtime: Runtime
+) -> None:
+    """SIGTERM reaching a worker that is still starting: drain() runs while start()
+    awaits Redis. The replica must not start taking jobs after that, and stop() ends."""
+    a = replicas()
+    await enqueue(a, 1)
+    manager = JobManager(weather, runtime, store=replicas())
+    starting = asyncio.create_task(manager.start())
+    await asyncio.sleep(0)  # start() is now waiting on Redis (the cancel listener)
+    manager.drain()
+    async with asyncio.timeout(GUARD):
+        await starting
+    await asyncio.sleep(0.2)  # long enough for a taker to pop the queued job
+    assert await stops_within(manager, GUARD)
+    assert await a.client.lrange(a.key("queue"), 0, -1) == [b"job1"]  # left for other replicas
+
+
+async def test_stop_returns_when_the_redis_client_loses_the_takers_cancel(
+    replicas: Callable[[], RedisJobStore], runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py sends under asyncio.wait_for, which on Python 3.11 can return normally
+    when the cancel and the end of the write meet: the taker is then not cancelled."""
+    store = replicas()
+    popping = asyncio.Event()
+    lost: list[bool] = []
+
+    async def take(block: float) -> str | None:
+        popping.set()
+        try:
+            await asyncio.sleep(block)
+        except asyncio.CancelledError:
+            if lost:
+                raise
+            lost.append(True)  # the first cancel is lost, as in redis-py
+        return None
+
+    monkeypatch.setattr(store.queue, "take", take)
+    manager = JobManager(weather, runtime, store=store)
+    await manager.start()
+    async with asyncio.timeout(GUARD):
+        await popping.wait()
+    assert await stops_within(manager, GUARD)
+    assert lost  # the cancel was lost, and stop() returned all the same
