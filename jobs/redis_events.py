@@ -209,7 +209,7 @@ class RedisEventLog:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             reply: Any = await self.client.xread(
-                {self.key: cursor}, count=BATCH, block=max(1, round(left * 1000))
+                {self.key: cursor}, count=BATCH, block=max(1, min(BLOCK_MS, round(left * 1000)))
             )
             for stream_id, fields in reply[0][1] if reply else ():
                 cursor = stream_id

@@ -34,12 +34,13 @@ from redis.exceptions import RedisError
 from jobs.events import JobEventLog
 from jobs.health import StoreHealth
 from jobs.records import Job
-from jobs.redis_events import CancelBus, RedisEventLog, StreamMirror
+from jobs.redis_events import BLOCK_MS, CancelBus, RedisEventLog, StreamMirror
 from jobs.redis_lua import RECORD_PUT
 from jobs.redis_queue import RedisQueue
 from jobs.states import FINISHED, JobStatus
 
 DEFAULT_PREFIX = "serving:"
+SOCKET_TIMEOUT = 3 * BLOCK_MS / 1000  # seconds; see from_url
 MAX_CONNECTIONS = 10_000  # per replica; Redis's own default maxclients
 SCHEMES = ("redis", "rediss", "unix")
 
@@ -195,12 +196,18 @@ class RedisJobStore:
     @classmethod
     def from_url(cls, url: str, *, ttl: float = 3600.0, lease: float = 10.0) -> RedisJobStore:
         client_url, prefix = parse_store_url(url)
-        # A connect to a Redis that is gone fails after 2 s, not the OS's minutes; no
-        # read timeout, since XREAD BLOCK waits on purpose. Every reader of another
-        # replica's job holds a connection in XREAD BLOCK, so the pool must outgrow
-        # redis-py's default of 100 (bench/redis_jobs.py hit it with 100 SSE readers).
+        # A connect to a Redis that is gone fails after 2 s, not the OS's minutes. Reads
+        # wait at most SOCKET_TIMEOUT (a Redis that went silent is noticed), which must
+        # stay above the longest block we ask for (BLMOVE, XREAD BLOCK: BLOCK_MS):
+        # redis-py 8 otherwise reads with a 5 s timeout that races those 5 s blocks, and
+        # a long-poll blocked longer than that failed as if Redis were gone. Every reader
+        # of another replica's job holds a connection in XREAD BLOCK, so the pool must
+        # outgrow redis-py's default of 100 (bench/redis_jobs.py hit it with 100 SSE readers).
         client = aioredis.Redis.from_url(
-            client_url, socket_connect_timeout=2.0, max_connections=MAX_CONNECTIONS
+            client_url,
+            socket_connect_timeout=2.0,
+            socket_timeout=SOCKET_TIMEOUT,
+            max_connections=MAX_CONNECTIONS,
         )
         return cls(client, prefix=prefix, ttl=ttl, lease=lease)
 

@@ -189,6 +189,19 @@ async def test_redis_keys_of_finished_jobs_expire_and_evict_leaves_none(redis_pr
         client.close()
 
 
+async def test_a_long_wait_for_a_job_end_is_not_taken_for_a_lost_redis(redis_prefix: str) -> None:
+    """A `?wait=` long-poll for a job on another replica blocks on the job's stream for as
+    long as asked: longer than redis-py's default 5 s read timeout, which made such a wait
+    fail as if Redis had gone (a 503)."""
+    store = RedisJobStore.from_url(f"{REDIS_URL}?prefix={redis_prefix}")
+    try:
+        await store.put(make_job(1))
+        assert await store.wait_end("job1", 6.5) is False  # no end came; no error either
+        assert store.health.up and store.health.errors == 0
+    finally:
+        await store.close()
+
+
 async def test_redis_store_raises_store_unavailable_while_redis_is_away(private_redis: RedisServer) -> None:
     store = RedisJobStore.from_url(private_redis.url)
     try:
