@@ -29,7 +29,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from capture.readers import SQLRunReader
 from capture.records import CodeRecord, Record, RunRecord
-from capture.sinks import SchemaError, StoreUnavailable, display_url
+from capture.sinks import RUN_COLUMNS, SchemaError, StoreUnavailable, display_url
 
 SCHEMA_VERSION = 1
 # One key for `pg_advisory_xact_lock`: replicas starting together migrate once, in turn.
@@ -80,22 +80,7 @@ FROM runs, json_array_elements(runs.steps) AS s,
 """,
 )
 
-_RUN_COLUMNS = (
-    "run_id",
-    "run_name",
-    "pipeline",
-    "pipeline_version",
-    "status",
-    "started_at",
-    "finished_at",
-    "duration",
-    "parameters",
-    "output_preview",
-    "error",
-    "deployment",
-    "steps",
-)
-_COPY_RUNS = f"COPY runs ({', '.join(_RUN_COLUMNS)}) FROM STDIN"
+_COPY_RUNS = f"COPY runs ({', '.join(RUN_COLUMNS)}) FROM STDIN"
 _COPY_ARTIFACTS = "COPY artifacts (run_id, step_id, name, kind, content) FROM STDIN"
 _INSERT_CODE = (
     "INSERT INTO code (pipeline, pipeline_version, step_name, source, docstring)"

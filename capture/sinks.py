@@ -145,24 +145,27 @@ class _Insert:
         self.row = "(" + ",".join("nullif(?,0)" if c in nullable else "?" for c in columns) + ")"
 
 
+# The columns of a run's row, in the order both stores' writers build it (the
+# PostgreSQL sink COPYs them in this order too).
+RUN_COLUMNS = (
+    "run_id",
+    "run_name",
+    "pipeline",
+    "pipeline_version",
+    "status",
+    "started_at",
+    "finished_at",
+    "duration",
+    "parameters",
+    "output_preview",
+    "error",
+    "deployment",
+    "steps",
+)
 _RUNS = _Insert(
     "INSERT INTO",  # a run is written once: no conflict check
     "runs",
-    (
-        "run_id",
-        "run_name",
-        "pipeline",
-        "pipeline_version",
-        "status",
-        "started_at",
-        "finished_at",
-        "duration",
-        "parameters",
-        "output_preview",
-        "error",
-        "deployment",
-        "steps",
-    ),
+    RUN_COLUMNS,
     nullable=("parameters", "output_preview", "error", "deployment"),
 )
 _ARTIFACTS = _Insert("INSERT INTO", "artifacts", ("run_id", "step_id", "name", "kind", "content"))
