@@ -29,7 +29,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from capture.readers import SQLRunReader
 from capture.records import CodeRecord, Record, RunRecord
-from capture.sinks import RUN_COLUMNS, SchemaError, StoreUnavailable, display_url
+from capture.sinks import RUN_COLUMNS, SchemaError, StoreUnavailable, display_url, split_artifacts
 
 SCHEMA_VERSION = 1
 # One key for `pg_advisory_xact_lock`: replicas starting together migrate once, in turn.
@@ -216,16 +216,7 @@ class PostgresSink:
             if i and not i % _SLICE:
                 _yield_cpu()  # the writer shares a core with the event loop
             if type(record) is RunRecord:
-                steps = record.steps
-                with_artifacts = False
-                for step in steps:
-                    if step.artifacts:  # stored in their own table, not in runs.steps
-                        with_artifacts = True
-                        artifacts.extend(
-                            (record.run_id, step.step_id, a.name, a.kind, a.content) for a in step.artifacts
-                        )
-                if with_artifacts:
-                    steps = [msgspec.structs.replace(step, artifacts=()) for step in steps]
+                steps = split_artifacts(record, artifacts)
                 write_row(
                     (
                         record.run_id,

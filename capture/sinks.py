@@ -17,13 +17,14 @@ import functools
 import os
 import sqlite3
 import sys
+from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import msgspec
 
-from capture.records import CodeRecord, Record, RunRecord
+from capture.records import CodeRecord, Record, RunRecord, StepRecord
 
 
 class Sink(Protocol):
@@ -180,6 +181,20 @@ _CHUNKS = (64, 16, 4, 1)  # rows per INSERT statement
 _yield_cpu = getattr(os, "sched_yield", lambda: None)
 
 
+def split_artifacts(record: RunRecord, rows: list[Any]) -> Sequence[StepRecord]:
+    """A run's steps as `runs.steps` keeps them, without their artifacts, which go to
+    `rows` as `artifacts` table rows instead (both stores keep them in a table of their
+    own: they can be large). Returns the steps unchanged when none has an artifact."""
+    with_artifacts = False
+    for step in record.steps:
+        if step.artifacts:
+            with_artifacts = True
+            rows.extend((record.run_id, step.step_id, a.name, a.kind, a.content) for a in step.artifacts)
+    if not with_artifacts:
+        return record.steps
+    return [msgspec.structs.replace(step, artifacts=()) for step in record.steps]
+
+
 def _insert_many(conn: sqlite3.Connection, insert: _Insert, rows: list[_Row]) -> None:
     """Insert rows with multi-row VALUES statements of a few fixed sizes.
 
@@ -309,16 +324,7 @@ class SQLiteSink:
         code: list[_Row] = []
         for record in records:
             if type(record) is RunRecord:
-                steps = record.steps
-                with_artifacts = False
-                for step in steps:
-                    if step.artifacts:  # stored in their own table, not in runs.steps
-                        with_artifacts = True
-                        artifacts.extend(
-                            (record.run_id, step.step_id, a.name, a.kind, a.content) for a in step.artifacts
-                        )
-                if with_artifacts:
-                    steps = [msgspec.structs.replace(step, artifacts=()) for step in steps]
+                steps = split_artifacts(record, artifacts)
                 parameters, output, error, deployment = (
                     record.parameters,
                     record.output_preview,
