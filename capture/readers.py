@@ -54,9 +54,15 @@ class ReaderError(Exception):
 
 class RunReader(Protocol):
     def runs(
-        self, *, status: str | None = None, pipeline: str | None = None, limit: int = 20
+        self,
+        *,
+        status: str | None = None,
+        pipeline: str | None = None,
+        limit: int = 20,
+        before: tuple[float, str] | None = None,
     ) -> list[StoredRun]:
-        """Runs newest first (by start time), filtered by status and pipeline."""
+        """Runs newest first (by start time), filtered by status and pipeline; with
+        `before` (a run's start time and id), only the runs listed after that one."""
 
     def find(self, part: str, limit: int = 6) -> list[StoredRun]:
         """The run whose id is `part`, else up to `limit` runs whose id contains it."""
@@ -94,15 +100,25 @@ class SQLRunReader:
             ) from None
 
     def runs(
-        self, *, status: str | None = None, pipeline: str | None = None, limit: int = 20
+        self,
+        *,
+        status: str | None = None,
+        pipeline: str | None = None,
+        limit: int = 20,
+        before: tuple[float, str] | None = None,
     ) -> list[StoredRun]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         if status:
             where.append("status = ?")
             params.append(status)
         if pipeline:
             where.append("pipeline = ?")
             params.append(pipeline)
+        if before is not None:
+            # Keyset paging in the listing's own order: stable while new runs land.
+            where.append("(started_at < ? OR (started_at = ? AND run_id < ?))")
+            params.extend((before[0], before[0], before[1]))
         sql = f"SELECT {_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -173,15 +189,24 @@ def reader_from_url(url: str) -> RunReader:
     there is no store there, it cannot be reached, or it is not one a reader can read."""
     if url.startswith(("postgresql://", "postgres://")):
         return _postgres_reader(url)
-    if url.startswith("sqlite://"):
-        path = url[len("sqlite://") :]
-    elif "://" in url or url.startswith("jsonl:") or url == "stdout" or url.endswith((".jsonl", ".ndjson")):
-        raise ReaderError(
-            f"the capture store {url!r} is not SQLite or PostgreSQL; `serving runs` reads only those"
-        )
-    else:
-        path = url
-    return SQLiteRunReader(Path(path).expanduser().resolve())
+    if (why := unreadable(url)) is not None:
+        raise ReaderError(why)
+    return SQLiteRunReader(sqlite_path(url))
+
+
+def unreadable(url: str) -> str | None:
+    """Why no reader can read the store `url` names back (JSON lines, stdout), or None."""
+    if url.startswith(("postgresql://", "postgres://", "sqlite://")):
+        return None
+    if "://" in url or url.startswith("jsonl:") or url == "stdout" or url.endswith((".jsonl", ".ndjson")):
+        return f"the capture store {url!r} is not SQLite or PostgreSQL; runs are read back only from those"
+    return None
+
+
+def sqlite_path(url: str) -> Path:
+    """The file a SQLite store URL (or a bare path) names."""
+    path = url[len("sqlite://") :] if url.startswith("sqlite://") else url
+    return Path(path).expanduser().resolve()
 
 
 def _postgres_reader(url: str) -> RunReader:

@@ -34,6 +34,7 @@ from serving.metrics import HttpMetrics, metrics_endpoint, register_jobs_collect
 from serving.middleware import AuthMiddleware, RequestContextMiddleware
 from serving.openapi import build_openapi, docs_page, swagger_ui_path
 from serving.responses import json_response, problem_response, store_unavailable
+from serving.runs_api import RunsAPI
 from serving.settings import Settings
 from serving.websocket import websocket_endpoint
 
@@ -175,6 +176,7 @@ def create_app(
     jobs_api = JobsAPI(manager, settings, state.shutdown)
     register_jobs_collector(manager)
     invoke = InvokeEndpoint(pipeline, manager, settings)
+    runs_api = RunsAPI(settings.effective_capture_url)
     info = pipeline_info(pipeline, runtime, identity)
     openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
 
@@ -258,6 +260,8 @@ def create_app(
         Route("/jobs/{job_id}", jobs_api.delete_job, methods=["DELETE"]),
         Route("/jobs/{job_id}/cancel", jobs_api.cancel_job, methods=["POST"]),
         Route("/stream/{job_id}", jobs_api.stream, methods=["GET"]),
+        Route("/runs", runs_api.list_runs, methods=["GET"]),
+        Route("/runs/{run_id}", runs_api.get_run, methods=["GET"]),
         WebSocketRoute("/stream", websocket_endpoint(manager, settings.invoke_timeout)),
         Route("/health", health),
         Route("/livez", livez),

@@ -18,6 +18,7 @@ from runtimes import Pipeline
 from runtimes.pipeline import any_json_schema
 from serving.invoke import request_type
 from serving.problems import FieldError, InvokeProblem, Problem
+from serving.runs_api import runs_openapi
 
 REF = "#/components/schemas/{name}"
 
@@ -69,6 +70,8 @@ def build_openapi(pipeline: Pipeline, version: str) -> dict[str, Any]:
     )
     pipeline.patch_input_schema(components["PipelineInput"], components, "#/components/schemas/{model}")
     components["InvokeRequest"]["additionalProperties"] = False
+    runs_paths, runs_components = runs_openapi(REF)
+    components.update(runs_components)
     ops_json = {"application/json": {"schema": {"type": "object"}}}
     probe = {"200": {"description": "OK", "content": ops_json}}
     return {
@@ -112,6 +115,7 @@ def build_openapi(pipeline: Pipeline, version: str) -> dict[str, Any]:
             },
             "/info": {"get": {"summary": "Pipeline, steps and JSON schemas", "responses": probe}},
             "/status": {"get": {"summary": "Effective settings (secrets redacted)", "responses": probe}},
+            **runs_paths,
         },
         "components": {
             "schemas": components,
