@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import serving
 from jobs import InvocationMetadata, JobManager, JobSettings, StoreUnavailable
 from runtimes import Pipeline, Runtime
+from serving.cors import with_cors
 from serving.invoke import InvokeEndpoint
 from serving.jobs_api import JobsAPI
 from serving.logs import AccessLog
@@ -36,6 +37,8 @@ from serving.openapi import build_openapi, docs_page, swagger_ui_path
 from serving.responses import json_response, problem_response, store_unavailable
 from serving.runs_api import RunsAPI
 from serving.settings import Settings
+from serving.stream_tokens import stream_token_endpoint
+from serving.ui import UIMiddleware
 from serving.websocket import websocket_endpoint
 
 log = structlog.get_logger("serving.app")
@@ -124,6 +127,7 @@ class ServingApp:
         inner: ASGIApp = self._dispatch
         if settings.auth_key:
             inner = AuthMiddleware(inner, key=settings.auth_key)
+        inner = with_cors(UIMiddleware(inner, settings), settings)  # both before auth: see serving/cors.py
         # Access lines are info level: below the configured level they are not written.
         wanted = settings.access_log and settings.log_level in ("debug", "info")
         access_log = AccessLog(settings.log_format) if wanted else None
@@ -259,6 +263,9 @@ def create_app(
         Route("/jobs/{job_id}", jobs_api.get_job, methods=["GET"]),
         Route("/jobs/{job_id}", jobs_api.delete_job, methods=["DELETE"]),
         Route("/jobs/{job_id}/cancel", jobs_api.cancel_job, methods=["POST"]),
+        Route(
+            "/jobs/{job_id}/stream-token", stream_token_endpoint(manager, settings.auth_key), methods=["POST"]
+        ),
         Route("/stream/{job_id}", jobs_api.stream, methods=["GET"]),
         Route("/runs", runs_api.list_runs, methods=["GET"]),
         Route("/runs/{run_id}", runs_api.get_run, methods=["GET"]),

@@ -17,6 +17,7 @@ from serving.logs import AccessLog, request_id_var
 from serving.metrics import HttpMetrics
 from serving.problems import PROBLEM_CONTENT_TYPE
 from serving.responses import problem_bytes
+from serving.stream_tokens import StreamTokens, token_from_query
 
 log = structlog.get_logger("serving.http")
 
@@ -110,7 +111,10 @@ class RequestContextMiddleware:
 class AuthMiddleware:
     """Require `Authorization: Bearer <SERVING_AUTH_KEY>` except on probe paths.
 
-    The comparison is constant-time so response timing does not leak the key.
+    The comparison is constant-time so response timing does not leak the key. A
+    `GET /stream/{job_id}` without the header may instead carry `?token=`, a stream
+    token for that one job (`serving.stream_tokens`): what a browser's EventSource can
+    send.
     """
 
     OPEN_PATHS = frozenset({"/health", "/livez", "/readyz", "/metrics"})
@@ -118,6 +122,7 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, *, key: str) -> None:
         self.app = app
         self.expected = f"Bearer {key}".encode()
+        self.tokens = StreamTokens(key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -127,8 +132,16 @@ class AuthMiddleware:
                 if key == b"authorization":
                     provided = value
                     break
-            if not hmac.compare_digest(provided, self.expected):
+            if not provided and kind == "http" and (streamed := self._streamed_with_token(scope)) is not None:
+                if streamed:
+                    await self.app(scope, receive, send)
+                    return
+                detail = "invalid or expired stream token"
+            elif not hmac.compare_digest(provided, self.expected):
                 detail = "missing bearer token" if not provided else "invalid bearer token"
+            else:
+                detail = ""
+            if detail:
                 if kind == "websocket":
                     await send({"type": "websocket.close", "code": 1008, "reason": detail})
                     return
@@ -141,3 +154,13 @@ class AuthMiddleware:
                 )
                 return
         await self.app(scope, receive, send)
+
+    def _streamed_with_token(self, scope: Scope) -> bool | None:
+        """None: no stream token to judge here; else whether the one given is valid."""
+        path: str = scope["path"]
+        if scope["method"] != "GET" or not path.startswith("/stream/"):
+            return None
+        token = token_from_query(scope.get("query_string", b""))
+        if token is None:
+            return None
+        return self.tokens.valid(token, path[len("/stream/") :])

@@ -36,6 +36,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_format: Literal["auto", "console", "json"] = "auto"
     access_log: bool = True
     auth_key: str | None = None
+    cors_origins: str | None = None  # comma-separated origins allowed to call from a browser
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 16 * MiB
     invoke_timeout: Seconds | None = 300.0
     graceful_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
@@ -88,6 +89,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.workers == "auto":
             return max(1, len(os.sched_getaffinity(0)))
         return self.workers
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """SERVING_CORS_ORIGINS split, each origin as browsers send it (no trailing /)."""
+        if not self.cors_origins:
+            return []
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def capture_overrides(self) -> dict[str, bool]:
@@ -143,6 +151,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         settings = msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(_explain(exc, values)) from None
+    _check_cors(settings)
     if settings.job_store != "memory":
         from jobs.redis_store import parse_store_url
 
@@ -151,6 +160,25 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         except ValueError as exc:
             raise SettingsError(f"{PREFIX}JOB_STORE={settings.job_store!r} is invalid: {exc}") from None
     return settings
+
+
+def _check_cors(settings: Settings) -> None:
+    """`*` with a key would let any page that obtained a key use it from anywhere; an
+    origin that is not `scheme://host[:port]` would never match what a browser sends."""
+    for origin in settings.cors_origin_list:
+        if origin == "*":
+            if settings.auth_key:
+                raise SettingsError(
+                    f"{PREFIX}CORS_ORIGINS='*' is not allowed with {PREFIX}AUTH_KEY set:"
+                    " list the dashboard origins instead"
+                )
+            continue
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest or "*" in rest:
+            raise SettingsError(
+                f"{PREFIX}CORS_ORIGINS={settings.cors_origins!r} is invalid: {origin!r} is not an origin"
+                " like https://dash.example.com or http://127.0.0.1:3000"
+            )
 
 
 def _explain(exc: msgspec.ValidationError, values: Mapping[str, Any]) -> str:
