@@ -22,6 +22,7 @@ const state = {
   es: null,       // its EventSource
   lastSeq: 0,     // last event id seen: where a new stream resumes
   reconnects: 0,
+  marks: new Map(), // step id -> [status, text] of the run shown, kept across redraws
 };
 
 const $ = (id) => document.getElementById(id);
@@ -114,21 +115,30 @@ async function api(path, options = {}) {
 
 // -- the pipeline: DAG and form ------------------------------------------------------------
 
+// Steps in columns by depth (left to right), or in rows (top to bottom) when the
+// panel is too narrow for the columns, as on a phone.
 function drawDag(steps) {
   const level = new Map();
   for (const s of steps) { // /info lists steps in DAG order: upstream first
     const ups = s.upstream.filter((u) => level.has(u));
     level.set(s.id, ups.length ? 1 + Math.max(...ups.map((u) => level.get(u))) : 0);
   }
-  const W = 150, H = 46, GX = 56, GY = 18, PAD = 8;
-  const columns = [];
-  for (const s of steps) (columns[level.get(s.id)] ||= []).push(s);
+  const W = 150, H = 46, GAP = 56, GAP2 = 18, PAD = 8;
+  const ranks = [];
+  for (const s of steps) (ranks[level.get(s.id)] ||= []).push(s);
+  const across = Math.max(...ranks.map((r) => r.length));
+  const wideWidth = PAD * 2 + ranks.length * W + (ranks.length - 1) * GAP;
+  const vertical = $("dag").clientWidth > 0 && $("dag").clientWidth < wideWidth;
   const pos = new Map();
-  columns.forEach((col, x) => col.forEach((s, y) => pos.set(s.id, { x: PAD + x * (W + GX), y: PAD + y * (H + GY) })));
-  const rows = Math.max(...columns.map((c) => c.length));
-  const width = PAD * 2 + columns.length * W + (columns.length - 1) * GX;
-  const height = PAD * 2 + rows * H + (rows - 1) * GY;
+  ranks.forEach((rank, i) => rank.forEach((s, j) => pos.set(s.id, vertical
+    ? { x: PAD + j * (W + GAP2), y: PAD + i * (H + GAP) }
+    : { x: PAD + i * (W + GAP), y: PAD + j * (H + GAP2) })));
+  const width = vertical ? PAD * 2 + across * W + (across - 1) * GAP2 : wideWidth;
+  const height = vertical
+    ? PAD * 2 + ranks.length * H + (ranks.length - 1) * GAP
+    : PAD * 2 + across * H + (across - 1) * GAP2;
   const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
+    "data-layout": vertical ? "vertical" : "horizontal",
     "aria-label": `Steps of ${state.info.pipeline.name}: ${steps.map((s) => s.id).join(", ")}` });
   const defs = svg("defs");
   const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5",
@@ -140,20 +150,27 @@ function drawDag(steps) {
     for (const up of s.upstream) {
       const a = pos.get(up), b = pos.get(s.id);
       if (!a || !b) continue;
-      const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x - 2, y2 = b.y + H / 2, mid = (x1 + x2) / 2;
-      root.append(svg("path", { d: `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2} ${y2}`,
-        class: "edge", "marker-end": "url(#arrow)", "data-from": up, "data-to": s.id }));
+      let d;
+      if (vertical) {
+        const x1 = a.x + W / 2, y1 = a.y + H, x2 = b.x + W / 2, y2 = b.y - 2, mid = (y1 + y2) / 2;
+        d = `M ${x1} ${y1} C ${x1} ${mid}, ${x2} ${mid}, ${x2} ${y2}`;
+      } else {
+        const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x - 2, y2 = b.y + H / 2, mid = (x1 + x2) / 2;
+        d = `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2} ${y2}`;
+      }
+      root.append(svg("path", { d, class: "edge", "marker-end": "url(#arrow)", "data-from": up, "data-to": s.id }));
     }
   }
   for (const s of steps) {
     const p = pos.get(s.id);
-    const g = svg("g", { class: "node pending", "data-step": s.id, transform: `translate(${p.x} ${p.y})` });
+    const [status, text] = state.marks.get(s.id) || ["pending", "waiting"];
+    const g = svg("g", { class: `node ${status}`, "data-step": s.id, transform: `translate(${p.x} ${p.y})` });
     const title = svg("title");
     title.textContent = s.id === s.step ? s.id : `${s.id} (${s.step})`;
     const name = svg("text", { x: "10", y: "19" });
     name.textContent = s.id.length > 18 ? `${s.id.slice(0, 17)}…` : s.id;
     const dur = svg("text", { x: "10", y: "36", class: "dur" });
-    dur.textContent = "waiting";
+    dur.textContent = text;
     g.append(title, svg("rect", { width: W, height: H, rx: "8" }), name, dur);
     root.append(g);
   }
@@ -165,6 +182,7 @@ function stepNode(id) {
 }
 
 function markStep(id, status, text) {
+  state.marks.set(id, [status, text]);
   const node = stepNode(id);
   if (!node) return;
   node.setAttribute("class", `node ${status}`);
@@ -272,6 +290,7 @@ function resetLive() {
   $("run-error").textContent = "";
   $("progress").value = 0;
   $("progress-message").textContent = "";
+  state.marks.clear();
   for (const node of document.querySelectorAll("#dag g.node")) {
     node.setAttribute("class", "node pending");
     node.querySelector(".dur").textContent = "waiting";
@@ -499,6 +518,14 @@ async function main() {
   $("pipeline-description").textContent = pipeline.description || "";
   $("version").textContent = `v${state.info.version} · ${state.info.runtime}`;
   drawDag(state.info.steps);
+  let layout = null;
+  let drawnFor = $("dag").clientWidth;
+  new ResizeObserver(() => {
+    if ($("dag").clientWidth === drawnFor) return; // a new drawing changed the height only
+    drawnFor = $("dag").clientWidth;
+    clearTimeout(layout);
+    layout = setTimeout(() => drawDag(state.info.steps), 100);
+  }).observe($("dag"));
   buildForm(state.info.input_schema);
   every(POLL_MS.health, refreshHealth);
   every(POLL_MS.jobs, refreshJobs);
