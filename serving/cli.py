@@ -155,6 +155,7 @@ def _deployment_settings(settings: Any) -> tuple[Any, Any, str]:
     from jobs import InvocationMetadata
     from serving.deploy.registry import Registry
     from serving.deploy.snapshots import import_root
+    from serving.settings import check_cors
 
     registry = Registry(settings.home_path)
     dep = registry.get_deployment(settings.deployment)
@@ -165,6 +166,7 @@ def _deployment_settings(settings: Any) -> tuple[Any, Any, str]:
         auth_key=settings.auth_key or dep.auth_key,
         deployment_name=settings.deployment_name or dep.name,
     )
+    check_cors(settings)  # the deployment's key may be the one that rules out '*'
     identity = InvocationMetadata(
         deployment_id=dep.id,
         deployment_name=dep.name,

@@ -151,7 +151,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         settings = msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(_explain(exc, values)) from None
-    _check_cors(settings)
+    check_cors(settings)
     if settings.job_store != "memory":
         from jobs.redis_store import parse_store_url
 
@@ -162,9 +162,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     return settings
 
 
-def _check_cors(settings: Settings) -> None:
+def check_cors(settings: Settings) -> None:
     """`*` with a key would let any page that obtained a key use it from anywhere; an
-    origin that is not `scheme://host[:port]` would never match what a browser sends."""
+    origin that is not `scheme://host[:port]` would never match what a browser sends.
+    Checked again once a deployment's own auth key is known."""
     for origin in settings.cors_origin_list:
         if origin == "*":
             if settings.auth_key:
