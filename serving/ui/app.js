@@ -333,6 +333,17 @@ async function submit(event) {
   }
 }
 
+// Shows a job from the list in the live panel: its stream replays every event kept.
+function watchJob(job) {
+  stopStream();
+  resetLive();
+  state.job = job.job_id;
+  $("job-id").textContent = job.job_id;
+  setStatus(job.status);
+  $("cancel").disabled = ["completed", "failed", "canceled"].includes(job.status);
+  follow(job.job_id).catch((e) => { $("run-error").textContent = e.message; });
+}
+
 // Opens the job's stream from the last event seen. A dropped connection is retried by
 // the browser itself with Last-Event-ID; one the server refused (an expired stream
 // token, a 503) closes, and is reopened here with a fresh token and `after_seq`.
@@ -469,7 +480,8 @@ async function refreshJobs() {
   const { jobs } = await response.json();
   $("jobs-empty").hidden = jobs.length > 0;
   $("jobs").querySelector("tbody").replaceChildren(...jobs.map((job) => el("tr", { "data-job": job.job_id },
-    el("td", { class: "mono", text: `…${job.job_id.slice(-10)}`, title: job.job_id }),
+    el("td", { class: "mono" }, el("button", { type: "button", class: "link", text: `…${job.job_id.slice(-10)}`,
+      title: job.job_id, "aria-label": `follow job ${job.job_id} (${job.status})`, onclick: () => watchJob(job) })),
     statusCell(job.status),
     el("td", { text: job.created_at.replace("T", " ").slice(0, 19) }),
     el("td", { text: `${job.progress.steps_done}/${job.progress.steps_total}` }))));

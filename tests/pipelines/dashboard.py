@@ -40,7 +40,9 @@ async def words(prepared: str, times: int, release: str) -> AsyncIterator[str]:
 
 
 @step
-async def finish(text: str, extra: dict[str, int]) -> Annotated[dict[str, Any], "summary"]:
+async def finish(text: str, extra: dict[str, int], fail: bool) -> Annotated[dict[str, Any], "summary"]:
+    if fail:
+        raise RuntimeError(f"finish refused {text!r}")
     return {"text": text, "extra": extra}
 
 
@@ -52,6 +54,7 @@ def dashboard(
     loud: bool = False,
     extra: dict[str, int] = {"a": 1},
     release: str = "",
+    fail: bool = False,
 ):
     """A pipeline to look at in the dashboard."""
-    return finish(words(prepare(topic, loud, mode), times, release), extra)
+    return finish(words(prepare(topic, loud, mode), times, release), extra, fail)

@@ -145,6 +145,49 @@ def test_cancel_a_slow_run(daemon: Any, page_factory: Any, tmp_path: Path, artif
     assert watched.errors == []
 
 
+def test_a_failed_run_shows_its_error_and_a_listed_job_can_be_followed(
+    daemon: Any, page_factory: Any, tmp_path: Path, artifacts: Path
+) -> None:
+    d = daemon(DASH, access_log="false")
+    watched = page_factory()
+    page = open_ui(watched, d.url)
+    page.check("input[name=fail]")
+    page.get_by_role("button", name="Run", exact=True).click()
+    wait_status(page, "failed")
+    expect(page.locator("#run-error")).to_contain_text("finish refused 'hello-0 hello-1 end'")
+    expect(page.locator('#dag g.node[data-step="finish"]')).to_have_class(re.compile(r"\bfailed\b"))
+    expect(page.locator("#outputs")).to_have_text("")
+    page.screenshot(path=artifacts / "dashboard-failed.png", full_page=True)
+
+    # A job started elsewhere shows in the list; following it replays its events live.
+    release = tmp_path / "release"
+    with d.client() as client:
+        r = client.post("/invoke", params={"mode": "async"}, json={"parameters": {"release": str(release)}})
+        job = r.json()["job_id"]
+    page.locator(f'#jobs tr[data-job="{job}"] button').click()
+    expect(page.locator("#job-id")).to_have_text(job)
+    expect(page.locator("#chunks")).to_have_text("hello-0 hello-1 ")
+    wait_status(page, "running")
+    release.touch()
+    wait_status(page, "completed")
+    expect(page.locator("#outputs")).to_contain_text("hello-0 hello-1 end")
+    # Health figures move without a reload (the page's own polling counts as requests).
+    first = int(page.locator("#h-requests").inner_text())
+    expect(page.locator("#h-requests")).not_to_have_text(str(first))  # the count only grows
+    # The one failed response: none; a failed run is a 200 on the stream, not an HTTP error.
+    assert watched.errors == []
+
+
+def test_a_store_that_cannot_be_read_back_is_explained(
+    daemon: Any, page_factory: Any, tmp_path: Path
+) -> None:
+    d = daemon(DASH, capture_url=f"jsonl://{tmp_path / 'runs.jsonl'}", access_log="false")
+    watched = page_factory()
+    page = open_ui(watched, d.url)
+    expect(page.locator("#runs-note")).to_contain_text("not SQLite or PostgreSQL")
+    assert all("404" in e for e in watched.errors), watched.errors
+
+
 def test_auth_key_prompt_and_stream_tokens(daemon: Any, page_factory: Any, artifacts: Path) -> None:
     d = daemon(DASH, auth_key=KEY)
     watched = page_factory()
