@@ -19,6 +19,7 @@ from runtimes.pipeline import any_json_schema
 from serving.invoke import request_type
 from serving.problems import FieldError, InvokeProblem, Problem
 from serving.runs_api import runs_openapi
+from serving.stream_tokens import stream_token_openapi
 
 REF = "#/components/schemas/{name}"
 
@@ -116,6 +117,7 @@ def build_openapi(pipeline: Pipeline, version: str) -> dict[str, Any]:
             "/info": {"get": {"summary": "Pipeline, steps and JSON schemas", "responses": probe}},
             "/status": {"get": {"summary": "Effective settings (secrets redacted)", "responses": probe}},
             **runs_paths,
+            **stream_token_openapi(REF),
         },
         "components": {
             "schemas": components,

@@ -143,6 +143,8 @@ def test_openapi_documents_the_runs_api(daemon: Any) -> None:
         doc = client.get("/openapi.json").json()
     assert set(doc["paths"]["/runs"]["get"]["responses"]) >= {"200", "401", "404", "422"}
     assert "/runs/{run_id}" in doc["paths"]
+    token = doc["paths"]["/jobs/{job_id}/stream-token"]["post"]
+    assert set(token["responses"]) == {"200", "401", "404"}
     schemas = doc["components"]["schemas"]
     assert {"RunsPage", "RunDetail", "RunStep"} <= set(schemas)
     ref = doc["paths"]["/runs"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]

@@ -47,6 +47,7 @@ def test_form_run_live_stream_outputs_and_history(
     page = open_ui(watched, d.url)
     expect(page.locator("#pipeline-name")).to_have_text("dashboard")
     expect(page.locator("#dag svg")).to_have_attribute("data-layout", "horizontal")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
 
     # The DAG: one node per step, the edges /info gives.
     nodes = page.locator("#dag g.node")
