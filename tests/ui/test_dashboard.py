@@ -184,6 +184,27 @@ def test_a_failed_run_shows_its_error_and_a_listed_job_can_be_followed(
     assert watched.errors == []
 
 
+def test_a_run_waiting_for_a_slot_shows_queued(daemon: Any, page_factory: Any, tmp_path: Path) -> None:
+    d = daemon(DASH, max_concurrency=1, access_log="false")
+    busy = tmp_path / "busy"
+    with d.client() as client:
+        r = client.post("/invoke", params={"mode": "async"}, json={"parameters": {"release": str(busy)}})
+        assert r.status_code == 202
+        busy_job = r.json()["job_id"]
+        wait_until(
+            lambda: client.get(f"/jobs/{busy_job}").json()["status"] == "running",
+            "the first job to hold the slot",
+        )
+    watched = page_factory()
+    page = open_ui(watched, d.url)
+    page.get_by_role("button", name="Run", exact=True).click()
+    wait_status(page, "queued")
+    expect(page.locator('#dag g.node[data-step="prepare"]')).to_have_class(re.compile(r"\bpending\b"))
+    busy.touch()
+    wait_status(page, "completed")
+    assert watched.errors == []
+
+
 def test_a_store_that_cannot_be_read_back_is_explained(
     daemon: Any, page_factory: Any, tmp_path: Path
 ) -> None:
