@@ -248,6 +248,37 @@ def test_auth_key_prompt_and_stream_tokens(daemon: Any, page_factory: Any, artif
     assert len(watched.errors) == 1, watched.errors
 
 
+def test_a_refused_stream_token_is_replaced_and_the_stream_resumes(
+    daemon: Any, page_factory: Any, tmp_path: Path
+) -> None:
+    """An expired token (here: a forged one the page is handed first) makes the server
+    refuse the stream; the page mints a new token and resumes after the last event."""
+    d = daemon(DASH, auth_key=KEY, access_log="false")
+    watched = page_factory()
+    page = watched.page
+    minted: list[str] = []
+
+    def first_one_bad(route: Any) -> None:
+        minted.append(route.request.url)
+        if len(minted) == 1:
+            job = route.request.url.split("/jobs/", 1)[1].split("/", 1)[0]
+            body = {"token": "1.expired", "expires_in": 0, "stream_url": f"/stream/{job}?token=1.expired"}
+            route.fulfill(status=200, json=body)
+        else:
+            route.continue_()
+
+    page.route("**/jobs/*/stream-token", first_one_bad)
+    page.goto(f"{d.url}/ui")
+    page.fill("#key-input", KEY)
+    page.keyboard.press("Enter")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    page.get_by_role("button", name="Run", exact=True).click()
+    wait_status(page, "completed")
+    expect(page.locator("#chunks")).to_have_text("hello-0 hello-1 end")
+    assert len(minted) == 2
+    assert len(watched.errors) == 1 and "401" in watched.errors[0], watched.errors
+
+
 def test_narrow_viewport_dark_scheme_and_keyboard(daemon: Any, page_factory: Any, artifacts: Path) -> None:
     d = daemon(DASH, access_log="false")
     watched = page_factory(viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True)
