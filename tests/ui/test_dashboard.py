@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Watched
 from playwright.sync_api import expect
 from polling import wait_until
+from ui_browser import Watched
 
 TESTS = Path(__file__).resolve().parent.parent
 DASH = f"{TESTS / 'pipelines' / 'dashboard.py'}:dashboard"
