@@ -67,6 +67,7 @@ def service(spec: ServiceSpec) -> dict[str, Any]:
                     "timeoutSeconds": timeout,
                     "containers": [
                         {
+                            "name": "serving",
                             "image": spec.image,
                             "ports": [{"name": "http1", "containerPort": spec.port}],
                             "env": env,
