@@ -11,6 +11,7 @@ line naming the kubeconfig and context.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -94,24 +95,35 @@ class KubernetesDeployer:
         except RenderError as exc:
             raise DeployError(str(exc)) from None
         deployment.flavor_data = {"namespace": namespace, "name": spec.name, "where": where}
-        try:
-            for filename, doc in manifests.manifests(spec).items():
-                progress(f"applying {filename} to {where}")
-                client.apply(codecs.from_dict(doc), force=True)
-        except (ApiError, httpx.HTTPError) as exc:
-            raise DeployError(f"applying the manifests to {where} failed: {exc}") from None
         deployment.url = f"http://{spec.name}.{namespace}.svc.cluster.local:{manifests.SERVICE_PORT}"
+        try:
+            try:
+                for filename, doc in manifests.manifests(spec).items():
+                    progress(f"applying {filename} to {where}")
+                    client.apply(codecs.from_dict(doc), force=True)
+            except (ApiError, httpx.HTTPError) as exc:
+                raise DeployError(f"applying the manifests to {where} failed: {exc}") from None
+            self._wait_ready(deployment, progress)
+        except DeployError:
+            # The registry forgets a new deployment whose provision failed: take back
+            # what was applied, so nothing runs unrecorded.
+            with contextlib.suppress(DeployError):
+                self.deprovision(deployment, progress=progress)
+            raise
+        deployment.status = DeploymentStatus.RUNNING
+        return deployment
+
+    def _wait_ready(self, deployment: Deployment, progress: Progress) -> None:
+        namespace, name = deployment.flavor_data["namespace"], deployment.flavor_data["name"]
         deadline = time.monotonic() + READY_TIMEOUT
         while (status := self.status(deployment)) != DeploymentStatus.RUNNING:
             if time.monotonic() > deadline:
                 raise DeployError(
-                    f"Deployment {namespace}/{spec.name} was not ready within {READY_TIMEOUT:g}s "
-                    f"({status}); see `kubectl -n {namespace} describe deployment {spec.name}`"
+                    f"Deployment {namespace}/{name} was not ready within {READY_TIMEOUT:g}s "
+                    f"({status}); see `kubectl -n {namespace} describe deployment {name}`"
                 )
-            progress(f"waiting for Deployment {namespace}/{spec.name} to be ready")
+            progress(f"waiting for Deployment {namespace}/{name} to be ready")
             time.sleep(1.0)
-        deployment.status = DeploymentStatus.RUNNING
-        return deployment
 
     def _resources(self) -> list[Any]:
         from lightkube.resources.apps_v1 import Deployment as KubeDeployment
