@@ -10,6 +10,7 @@ import argparse
 import json
 import shlex
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,9 +19,10 @@ from rich.table import Table
 
 from serving.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, int_at_least, styled_status, when
 from serving.deploy.client import ServingError
-from serving.deploy.deployers import DeployError
+from serving.deploy.deployers import DeployError, available_flavors
 from serving.deploy.deployments import Deployments, DeployOptions
 from serving.deploy.registry import Deployment, DeploymentStatus, RegistryError, Snapshot
+from serving.deploy.render import TARGETS, RenderError, RenderOptions, cloud_run, render, spec_for, write
 from serving.deploy.snapshots import SnapshotError
 from serving.loader import PipelineLoadError
 
@@ -317,6 +319,47 @@ def cmd_refresh(svc: Deployments, a: argparse.Namespace) -> int:
     return EXIT_OK if dep.status != DeploymentStatus.ERROR else EXIT_FAILED
 
 
+def _render_options(a: argparse.Namespace) -> RenderOptions:
+    """The options `_add_render_options` defines (one flag per RenderOptions field);
+    a flag left out keeps the target's default."""
+    values = {name: getattr(a, name) for name in RenderOptions.__struct_fields__}
+    env: dict[str, str] = {}
+    for item in values.pop("env") or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--env {item!r}: expected KEY=VALUE")
+        env[key] = value
+    return RenderOptions(**{k: v for k, v in values.items() if v is not None}, env=env)
+
+
+def cmd_render(svc: Deployments, a: argparse.Namespace) -> int:
+    dep = svc.get(a.name)
+    snap = svc.registry.get_snapshot(dep.snapshot_id)
+    spec = spec_for(a.flavor, dep, snap, _render_options(a))
+    files = render(a.flavor, spec)
+    apply = TARGETS[a.flavor].apply
+    if a.output is None:
+        print("---\n".join(files.values()), end="", flush=True)  # one stream kubectl/gcloud can read
+        target = "-" if a.flavor == "kubernetes" else "FILE"
+        err.print(f"Apply with: {apply.format(path=target)}", markup=False)
+    else:
+        paths = write(files, Path(a.output))
+        for path in paths:
+            out.print(f"Wrote {path}", markup=False)
+        target = str(Path(a.output)) if len(paths) > 1 else str(paths[0])
+        out.print(f"Apply with: {apply.format(path=target)}", markup=False, soft_wrap=True)
+    if a.flavor == "gcp-cloud-run" and dep.auth_key:
+        name = cloud_run.secret_name(spec)
+        err.print(
+            f"The auth key is read from Secret Manager secret {name!r}; create it once with: "
+            f"serving deployment describe --show-secret {dep.name}, then "
+            f"printf %s KEY | gcloud secrets create {name} --data-file=-",
+            markup=False,
+            soft_wrap=True,
+        )
+    return EXIT_OK
+
+
 # -- argparse -------------------------------------------------------------------------------
 
 
@@ -326,7 +369,44 @@ def _add_deploy_options(p: argparse.ArgumentParser) -> None:
     keys.add_argument("--auth-key", help="require this bearer token")
     keys.add_argument("--generate-auth-key", action="store_true", help="require a generated bearer token")
     p.add_argument("--update", action="store_true", help="replace an existing deployment of that name")
-    p.add_argument("--flavor", default="local", help="deployer flavor (default: local)")
+    p.add_argument(
+        "--flavor",
+        default="local",
+        help=f"deployer flavor: {', '.join(available_flavors())} (default: local)",
+    )
+
+
+def _add_render_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--image", help="container image (default: serving-<name>:<snapshot>, as --flavor docker builds)"
+    )
+    p.add_argument("--port", type=int_at_least(1), help="container port (default: 8000)")
+    p.add_argument("--replicas", type=int_at_least(1), help="replicas (minimum instances) (default: 1)")
+    p.add_argument(
+        "--max-replicas", type=int_at_least(1), help="the autoscaler's ceiling (default: --replicas)"
+    )
+    p.add_argument(
+        "--job-store", help="SERVING_JOB_STORE, e.g. redis://HOST:6379/0; needed beyond one replica"
+    )
+    p.add_argument("--namespace", help="Kubernetes namespace (default: kubectl's)")
+    p.add_argument("--cpu", help="CPU in the platform's units (500m; 1; '1 vCPU')")
+    p.add_argument("--memory", help="memory in the platform's units (512Mi; '2 GB')")
+    p.add_argument("--drain-delay", type=float, help="SERVING_DRAIN_DELAY seconds")
+    p.add_argument("--graceful-timeout", type=float, help="SERVING_GRACEFUL_TIMEOUT seconds")
+    p.add_argument(
+        "--max-concurrency",
+        type=int_at_least(1),
+        help="SERVING_MAX_CONCURRENCY (Cloud Run: containerConcurrency)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="another variable, e.g. SERVING_CAPTURE_URL=... (repeat)",
+    )
+    p.add_argument("--auth-secret", help="Cloud Run: Secret Manager secret name; App Runner: secret ARN")
+    p.add_argument("--access-role-arn", help="App Runner: role that may pull a private ECR image")
+    p.add_argument("--auto-scaling-arn", help="App Runner: auto scaling configuration ARN")
 
 
 def add_parsers(sub: Any) -> None:
@@ -381,6 +461,14 @@ def add_parsers(sub: Any) -> None:
         p = dep_sub.add_parser(verb, help=helptext)
         p.add_argument("name")
         p.set_defaults(handler=fn)
+    rend = dep_sub.add_parser(
+        "render", help="write what a platform applies: Kubernetes manifests, Cloud Run YAML, App Runner JSON"
+    )
+    rend.add_argument("name")
+    rend.add_argument("--flavor", required=True, choices=list(TARGETS), help="the platform")
+    rend.add_argument("-o", "--output", metavar="DIR", help="write the files into DIR (default: print them)")
+    _add_render_options(rend)
+    rend.set_defaults(handler=cmd_render)
     delete = dep_sub.add_parser("delete", help="remove it from the registry")
     delete.add_argument("name")
     delete.add_argument("--force", action="store_true", help="deprovision first if it is running")
@@ -395,7 +483,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         if extra:
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
         return int(args.handler(svc, args))
-    except UsageError as exc:
+    except (UsageError, RenderError) as exc:
         return fail(str(exc), EXIT_USAGE)
     except (RegistryError, SnapshotError, DeployError, PipelineLoadError, ServingError) as exc:
         return fail(str(exc), EXIT_FAILED)

@@ -1,4 +1,5 @@
-"""Flavors other than `local` cannot run here: they say so and never fake success."""
+"""A flavor that cannot run here says so and never fakes success; an unknown one lists
+the flavors the `serving.deployers` entry points offer. (kubernetes: test_deploy_kubernetes.)"""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from deploy_helpers import SHOUT, Home, failure
 
 
-@pytest.mark.parametrize("flavor", ["docker", "kubernetes"])
+@pytest.mark.parametrize("flavor", ["docker"])
 def test_unavailable_flavor_refuses(home: Home, flavor: str) -> None:
     result = home.cli("pipeline", "deploy", SHOUT, "--name", f"on-{flavor}", "--flavor", flavor)
     error = failure(result, 1)  # nothing on stdout: no "RUNNING", no URL
@@ -20,3 +21,14 @@ def test_unknown_flavor_lists_the_available_ones(home: Home) -> None:
     assert "unknown deployer flavor 'nope'" in error
     assert "docker" in error and "kubernetes" in error and "local" in error
     assert home.registry.find_deployment("odd") is None
+
+
+def test_a_rendered_flavor_points_to_render(home: Home) -> None:
+    error = failure(home.cli("pipeline", "deploy", SHOUT, "--name", "run", "--flavor", "gcp-cloud-run"), 1)
+    assert "serving deployment render NAME --flavor gcp-cloud-run" in error
+    assert home.registry.find_deployment("run") is None
+
+
+def test_flavor_help_lists_the_choices(home: Home) -> None:
+    out = " ".join(home.cli("pipeline", "deploy", "--help").stdout.split())
+    assert "deployer flavor: docker, kubernetes, local (default: local)" in out

@@ -1,4 +1,5 @@
-"""Deployers: how a snapshot becomes a running service. Flavors register by name."""
+"""Deployers: how a snapshot becomes a running service. Flavors are found by name in
+the `serving.deployers` entry-point group (pyproject.toml)."""
 
 from serving.deploy.deployers.base import (
     Deployer,

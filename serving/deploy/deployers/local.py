@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from serving.deploy.deployers.base import DeployError, Progress, register_flavor
+from serving.deploy.deployers.base import DeployError, Progress
 from serving.deploy.registry import Deployment, DeploymentStatus, Snapshot
 from serving.deploy.snapshots import import_root
 
@@ -209,6 +209,3 @@ def _last_line(path: Path) -> str:
     except OSError:
         return "(no log)"
     return lines[-1][:500] if lines else "(empty log)"
-
-
-register_flavor("local", LocalDeployer)
