@@ -176,7 +176,12 @@ def create_app(
     register_jobs_collector(manager)
     invoke = InvokeEndpoint(pipeline, manager, settings)
     info = pipeline_info(pipeline, runtime, identity)
-    openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
+    api_doc = build_openapi(
+        pipeline, serving.__version__, protected=bool(settings.auth_key), is_open=AuthMiddleware.is_open
+    )
+    # Routes added elsewhere document themselves here: api_doc.add(path, method, operation).
+    api_document = api_doc.build()
+    openapi = _encoder.encode(api_document)
 
     pid = os.getpid()
 
@@ -254,8 +259,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/invoke", invoke.handle, methods=["POST"]),  # reached only via ServingApp's fast path
         Route("/jobs", jobs_api.list_jobs, methods=["GET"]),
-        Route("/jobs/{job_id}", jobs_api.get_job, methods=["GET"]),
-        Route("/jobs/{job_id}", jobs_api.delete_job, methods=["DELETE"]),
+        Route("/jobs/{job_id}", jobs_api.job, methods=["GET", "DELETE"]),
         Route("/jobs/{job_id}/cancel", jobs_api.cancel_job, methods=["POST"]),
         Route("/stream/{job_id}", jobs_api.stream, methods=["GET"]),
         WebSocketRoute("/stream", websocket_endpoint(manager, settings.invoke_timeout)),
@@ -284,4 +288,5 @@ def create_app(
     app.state.runtime = runtime
     app.state.jobs = manager
     app.state.settings = settings
+    app.state.api_document = api_document
     return ServingApp(app, invoke, settings)
