@@ -12,6 +12,7 @@ The checks are worked out once per pipeline (`OutputCheck`), and the common outp
 
 from __future__ import annotations
 
+import contextlib
 import math
 import types
 import typing
@@ -61,15 +62,7 @@ def type_name(tp: Any) -> str:
     return repr(tp).replace("typing.", "")
 
 
-def _finite(spec: OutputSpec, value: Any) -> OutputError | None:
-    """Find a NaN or infinity in `value`. An encode (C) is much cheaper than a walk
-    (Python), and a non-finite float always encodes as `null`, so only an output whose
-    encoding holds `null` is walked."""
-    try:
-        if b"null" not in _encode(value):
-            return None
-    except (TypeError, ValueError, OverflowError):
-        pass  # not JSON; the reply says so. Walk it for numbers anyway.
+def _non_finite(spec: OutputSpec, value: Any) -> OutputError | None:
     path = non_finite_path(value)
     if path is None:
         return None
@@ -83,45 +76,62 @@ def _finite(spec: OutputSpec, value: Any) -> OutputError | None:
 
 
 def _checker(spec: OutputSpec) -> Callable[[Any], OutputError | None]:
+    """One output's check. Scalars cost a `type()` comparison. Anything else is encoded
+    once (C): a NaN or infinity always encodes as `null`, so only an encoding holding
+    `null` is walked for one (Python); and the declared type is checked by decoding
+    that encoding with a decoder built here, several times cheaper than
+    `msgspec.convert`, which stays the judge when the decode fails (custom classes)."""
     tp = spec.type
     declared = type_name(tp)
-
-    def mismatch(value: Any, detail: str = "") -> OutputError:
-        return OutputError(
-            spec.node_id,
-            spec.key,
-            f"step '{spec.node_id}' returned {type_name(type(value))} for output '{spec.key}', "
-            f"which is declared {declared}" + (f" ({detail})" if detail else ""),
-        )
-
     try:
         info = msgspec.inspect.type_info(tp)
     except (TypeError, ValueError):  # a type msgspec cannot describe: nothing to enforce
         info = msgspec.inspect.AnyType()
     untyped = isinstance(info, (msgspec.inspect.AnyType, msgspec.inspect.CustomType))
+    decoder: msgspec.json.Decoder[Any] | None = None
+    if not untyped:
+        with contextlib.suppress(TypeError, ValueError):
+            decoder = msgspec.json.Decoder(tp)
+
+    def mismatch(value: Any, exc: msgspec.ValidationError) -> OutputError:
+        message, _, path = str(exc).partition(" - at `$")
+        detail = message.replace("`", "")
+        if path:
+            detail += f" at {path.rstrip('`').lstrip('.') or '$'}"
+        return OutputError(
+            spec.node_id,
+            spec.key,
+            f"step '{spec.node_id}' returned {type_name(type(value))} for output '{spec.key}', "
+            f"which is declared {declared} ({detail})",
+        )
 
     def check(value: Any) -> OutputError | None:
         kind = type(value)
         if kind in _EXACT and (untyped or kind is tp):
             return None
         if kind is float and (untyped or tp is float):
-            if math.isfinite(value):
-                return None
-            return _finite(spec, value)
-        if not untyped:
-            if tp is float and kind is int:
-                return None
-            try:
-                msgspec.convert(value, tp)
-            except msgspec.ValidationError as exc:
-                message, _, path = str(exc).partition(" - at `$")
-                detail = message.replace("`", "")
-                if path:
-                    detail += f" at {path.rstrip('`').lstrip('.') or '$'}"
-                return mismatch(value, detail)
-        if kind in _EXACT:
+            return None if math.isfinite(value) else _non_finite(spec, value)
+        if kind is int and tp is float:
             return None
-        return _finite(spec, value)
+        try:
+            encoded: bytes | None = _encode(value)
+        except (TypeError, ValueError, OverflowError):
+            encoded = None  # not JSON: the reply says so; its numbers are still checked
+        if (encoded is None or b"null" in encoded) and (bad := _non_finite(spec, value)) is not None:
+            return bad
+        if untyped:
+            return None
+        if decoder is not None and encoded is not None:
+            try:
+                decoder.decode(encoded)
+                return None
+            except msgspec.ValidationError:
+                pass
+        try:
+            msgspec.convert(value, tp)
+        except msgspec.ValidationError as exc:
+            return mismatch(value, exc)
+        return None
 
     return check
 
