@@ -380,7 +380,8 @@ def pipeline(
 def any_json_schema(tp: Any) -> dict[str, Any]:
     """Schema for an annotation msgspec cannot describe (`object`, a plain class): any value.
 
-    Outputs are only annotated, never validated, so `dict[str, object]` is legitimate.
+    An output annotated `dict[str, object]` is legitimate: `runtimes.outputs` checks the
+    parts msgspec knows and only the instance type of the rest.
     """
     return {"description": f"any JSON value ({getattr(tp, '__qualname__', repr(tp))})"}
 
