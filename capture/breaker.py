@@ -6,6 +6,11 @@ made), it opens: batches are dropped and counted, neither retried nor written in
 so a dead observability backend costs requests nothing. After `cooldown` seconds one
 probe batch is let through (half-open): success closes the breaker, failure re-opens
 it for another cooldown. Unlike the reference's breaker, it always closes again.
+
+A write still running after `write_deadline` seconds trips it at once (`trip`): a
+stalled sink (a SQLite file another process holds locked waits out its 5 s busy
+timeout per batch) fails too slowly for a failure count to notice, and with the one
+writer thread stuck, every record behind it would be dropped as `queue_full` instead.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ class CircuitBreaker:
         window: int = 20,
         min_calls: int = 10,
         cooldown: float = 10.0,
+        write_deadline: float = 2.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.failure_threshold = failure_threshold
+        self.write_deadline = write_deadline
         self.error_rate = error_rate
         self.min_calls = min_calls
         self.cooldown = cooldown
@@ -74,6 +81,14 @@ class CircuitBreaker:
         too_many = self.consecutive_failures >= self.failure_threshold
         rate = len(self._outcomes) >= self.min_calls and failures / len(self._outcomes) >= self.error_rate
         if self.state is BreakerState.closed and (too_many or rate):
+            self._open()
+
+    def trip(self, error: str) -> None:
+        """A failure that opens the breaker now, whatever the counts (a stalled sink)."""
+        self.last_error = error
+        self.consecutive_failures += 1
+        self._outcomes.append(False)
+        if self.state is not BreakerState.open:
             self._open()
 
     def _open(self) -> None:

@@ -66,6 +66,7 @@ class Publisher:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="capture-writer")
         self._warn = _RateLimited()
         self._closing = False
+        self._late: asyncio.Future[None] | None = None  # a write past its deadline, still running
         metrics.queue_depth.set_function(lambda: len(self._queue))
 
     @property
@@ -116,9 +117,21 @@ class Publisher:
         if not self.breaker.allow():
             self._drop(len(batch), "breaker_open")
             return
+        if self._late is not None:  # the writer thread is still stuck in a late write
+            self.breaker.trip(
+                f"the sink is still busy with a write started over {self.breaker.write_deadline:g}s ago"
+            )
+            self._drop(len(batch), "breaker_open")
+            metrics.breaker_open.set(1)
+            return
         started = time.perf_counter()
         try:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self.sink.write, batch)
+            future = asyncio.get_running_loop().run_in_executor(self._writer, self.sink.write, batch)
+            done, _ = await asyncio.wait((future,), timeout=self.breaker.write_deadline)
+            if not done:
+                self._late_write(future, len(batch))
+                return
+            future.result()
         except Exception as exc:
             self.breaker.failure(f"{type(exc).__name__}: {exc}")
             self._drop(len(batch), "sink_error")
@@ -138,6 +151,25 @@ class Publisher:
             metrics.batch_seconds.observe(time.perf_counter() - started)
         finally:
             metrics.breaker_open.set(0 if self.breaker.state is BreakerState.closed else 1)
+
+    def _late_write(self, future: asyncio.Future[None], count: int) -> None:
+        """A write past its deadline: the breaker opens now, so the drain loop goes on
+        dropping (and counting) batches under it instead of queueing behind the stuck
+        writer; this batch is counted written or dropped whenever the write ends."""
+        self._late = future
+        error = f"a write took longer than {self.breaker.write_deadline:g}s"
+        self.breaker.trip(error)
+        self._warn.warn("sink_slow", "capture_sink_slow", sink=self.sink.name, error=error, breaker="open")
+
+        def ended(done: asyncio.Future[None]) -> None:
+            self._late = None
+            if done.cancelled() or done.exception() is not None:
+                self._drop(count, "sink_error")
+            else:
+                self.written += count
+                metrics.events_total.inc(count)
+
+        future.add_done_callback(ended)
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Flush everything queued (bounded by `timeout`), then close the sink."""

@@ -8,11 +8,13 @@ from runtimes import realtime as _realtime  # noqa: F401
 from runtimes.base import Runtime, RuntimeOptions, available_runtimes, create_runtime, register_runtime
 from runtimes.errors import PipelineDefinitionError, RunTimeoutError, StepError, StepTimeoutError
 from runtimes.executor import DagExecutor, RunResult, RunStatus
+from runtimes.outputs import OutputError
 from runtimes.pipeline import Pipeline, pipeline
 from runtimes.step import Step, step
 
 __all__ = [
     "DagExecutor",
+    "OutputError",
     "Pipeline",
     "PipelineDefinitionError",
     "RunResult",

@@ -205,6 +205,10 @@ class DagExecutor:
             return RunResult(run_id, run_name, status, None, elapsed, str(exc), exc)
         elapsed = time.perf_counter() - started
         outputs = {o.key: o.handle.resolve(kwargs, results) for o in pipeline.outputs}
+        if (bad := pipeline.check_outputs(outputs)) is not None:
+            if emit:
+                emit(ev.RunFailed, error=str(bad), duration=elapsed)
+            return RunResult(run_id, run_name, RunStatus.failed, None, elapsed, str(bad), bad)
         if emit:
             emit(ev.RunCompleted, duration=elapsed)
         return RunResult(run_id, run_name, RunStatus.completed, outputs, elapsed)

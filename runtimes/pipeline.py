@@ -16,7 +16,8 @@ import msgspec
 from capture import Capture
 from runtimes.errors import ParameterError, PipelineDefinitionError
 from runtimes.graph import Handle, ParamRef, StepNode, Trace, current_trace
-from runtimes.types import json_type_problem, pydantic_model, struct_field_type
+from runtimes.outputs import OutputCheck
+from runtimes.types import json_type_problem, non_finite_path, pydantic_model, struct_field_type
 
 _IMMUTABLE = (int, float, str, bool, type(None), bytes, frozenset, tuple)
 DEPLOY_ENTRY_POINT_GROUP = "serving.deploy"  # where `Pipeline.deploy` finds the deployer
@@ -125,8 +126,9 @@ def _field(param: Parameter) -> tuple[str, Any, Any]:
 class Pipeline:
     """A traced pipeline: its DAG, request parameters, output keys and JSON types.
 
-    Calling it (`weather(city="Rome")`) runs it in-process and returns its outputs in the
-    shape the body returned them: one value, a tuple, or a dict.
+    Calling it (`weather(city="Rome")`) runs it in-process and returns its outputs as
+    the mapping `/invoke` answers with (`{"weather": ..., "advice": ...}`), whatever
+    shape the body returned them in, so code moves between the two unchanged.
     """
 
     def __init__(
@@ -149,6 +151,7 @@ class Pipeline:
         self.output_type: type[msgspec.Struct] = msgspec.defstruct(
             "PipelineOutput", [(o.key, o.type) for o in self.outputs], kw_only=True
         )
+        self.check_outputs = OutputCheck(self.outputs)
         self.pydantic_params = {
             p.name: m for p in self.parameters if (m := pydantic_model(p.type)) is not None
         }
@@ -230,13 +233,20 @@ class Pipeline:
             return params
         try:
             values = msgspec.structs.asdict(params) if isinstance(params, msgspec.Struct) else dict(params)
-            return msgspec.convert(values, self.input_type, strict=False)
+            parsed = msgspec.convert(values, self.input_type, strict=False)
         except msgspec.ValidationError as exc:
             loc, msg = split_validation_error(exc, prefix="")
             if not loc and "unknown field" in msg:  # name the parameter, as /invoke does
                 name = msg.rsplit(" ", 1)[-1]
                 loc, msg = name, "unknown parameter"
             raise ParameterError([(loc, msg)]) from None
+        # JSON cannot carry NaN or infinity (a request with 1e400 is refused as it is
+        # decoded); a Python caller can, and a run would turn them into a silent null.
+        for name, value in values.items():
+            if (path := non_finite_path(value)) is not None:
+                loc = f"{name}.{path}" if path else name
+                raise ParameterError([(loc, "not a finite number (NaN and infinity are not JSON)")])
+        return parsed
 
     def call_kwargs(self, inputs: msgspec.Struct) -> dict[str, Any]:
         """The values steps receive: pydantic parameters become model instances."""
@@ -256,14 +266,6 @@ class Pipeline:
             if errors:
                 raise ParameterError(errors)
         return values
-
-    def shape_outputs(self, outputs: Mapping[str, Any]) -> Any:
-        """Return outputs as the body returned them (for in-process calls)."""
-        if self.return_shape == "single":
-            return outputs[self.outputs[0].key]
-        if self.return_shape == "tuple":
-            return tuple(outputs[o.key] for o in self.outputs)
-        return dict(outputs)
 
     # -- schemas ----------------------------------------------------------------------
 
@@ -310,7 +312,7 @@ class Pipeline:
 
     # -- running in-process -----------------------------------------------------------
 
-    def __call__(self, **params: Any) -> Any:
+    def __call__(self, **params: Any) -> dict[str, Any]:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -322,8 +324,9 @@ class Pipeline:
             )
         return asyncio.run(self.run_async(**params))
 
-    async def run_async(self, **params: Any) -> Any:
-        """Run the pipeline in this process and return its outputs; raises StepError."""
+    async def run_async(self, **params: Any) -> dict[str, Any]:
+        """Run the pipeline in this process and return its outputs by name; raises
+        StepError, or OutputError for an output that breaks its declared type."""
         from runtimes.memory import MemoryOnlyRuntime
 
         if self.capture.memory_only and not self._warned_memory_only:
@@ -342,7 +345,7 @@ class Pipeline:
         if result.exception is not None:
             raise result.exception
         assert result.outputs is not None  # a run that raised nothing completed
-        return self.shape_outputs(result.outputs)
+        return result.outputs
 
 
 @overload
@@ -377,7 +380,8 @@ def pipeline(
 def any_json_schema(tp: Any) -> dict[str, Any]:
     """Schema for an annotation msgspec cannot describe (`object`, a plain class): any value.
 
-    Outputs are only annotated, never validated, so `dict[str, object]` is legitimate.
+    An output annotated `dict[str, object]` is legitimate: `runtimes.outputs` checks the
+    parts msgspec knows and only the instance type of the rest.
     """
     return {"description": f"any JSON value ({getattr(tp, '__qualname__', repr(tp))})"}
 

@@ -172,7 +172,9 @@ class RealtimeRuntime:
             batch_size=o.capture_batch_size,
             batch_interval=o.capture_batch_interval,
             breaker=CircuitBreaker(
-                failure_threshold=o.capture_breaker_failures, cooldown=o.capture_breaker_cooldown
+                failure_threshold=o.capture_breaker_failures,
+                cooldown=o.capture_breaker_cooldown,
+                write_deadline=o.capture_write_deadline,
             ),
         )
         # Per pipeline (by id, with the object kept so an id is never reused under us).

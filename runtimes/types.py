@@ -10,15 +10,19 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import math
+import re
 import types
 import typing
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union
 
 import msgspec
 
 if TYPE_CHECKING:  # pydantic is optional at run time; the dev tools have it
     from pydantic import BaseModel
+
+T = TypeVar("T")
 
 _SCALARS: frozenset[Any] = frozenset(
     {
@@ -139,3 +143,80 @@ def struct_field_type(tp: Any) -> Any:
     """The type msgspec decodes a parameter as; pydantic models are decoded as objects
     first and validated by pydantic afterwards, since msgspec cannot build them."""
     return dict[str, Any] if pydantic_model(tp) is not None else tp
+
+
+MAX_INT_FIXES = 1000  # integral floats one request may send for int fields; bounds the retries
+_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[(\.\.\.)\]")
+
+
+def convert_json(raw: Any, tp: type[T]) -> T:
+    """`msgspec.convert(raw, tp)` for decoded JSON, accepting integral floats (`1.0`) where
+    an int is declared, as JSON Schema does (`1.0` is an integer there).
+
+    msgspec's strict mode refuses them, and its lax mode would also turn `"1"` into 1;
+    so each "expected int, got float" error is fixed where it points, and only there,
+    so an `Any` or `float` field keeps the float it was sent. This is the error path of
+    a decode: a body that decodes at once never comes here.
+    """
+    for _ in range(MAX_INT_FIXES):
+        try:
+            return msgspec.convert(raw, tp)
+        except msgspec.ValidationError as exc:
+            message, _, path = str(exc).partition(" - at `$")
+            if not (message.startswith("Expected `int") and message.endswith("got `float`")):
+                raise
+            segments: list[str | int | None] = []
+            for name, index, _any in _SEGMENT.findall(path.rstrip("`")):
+                segments.append(name if name else int(index) if index else None)
+            if not segments and type(raw) is float and raw.is_integer():
+                raw = int(raw)
+            elif not _integral_to_int(raw, segments):
+                raise
+    return msgspec.convert(raw, tp)
+
+
+def _integral_to_int(node: Any, segments: list[str | int | None]) -> bool:
+    """Replace integral floats at `segments` in `node` (in place); None is msgspec's `[...]`,
+    any key of a dict, whose values all share one declared type."""
+    if not segments:
+        return False
+    seg, rest = segments[0], segments[1:]
+    if isinstance(node, dict):
+        keys: list[Any] = list(node) if seg is None else [seg] if seg in node else []
+    elif isinstance(node, list) and isinstance(seg, int) and seg < len(node):
+        keys = [seg]
+    else:
+        return False
+    changed = False
+    for key in keys:
+        child = node[key]
+        if rest:
+            changed = _integral_to_int(child, rest) or changed
+        elif type(child) is float and child.is_integer():
+            node[key] = int(child)
+            changed = True
+    return changed
+
+
+def non_finite_path(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first NaN or infinity in `value`, or None when there is
+    none. JSON has no such numbers: encoded, they would become a silent `null`."""
+    if type(value) is float:
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = enumerate(value)
+    elif isinstance(value, msgspec.Struct):
+        items = ((f, getattr(value, f)) for f in value.__struct_fields__)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, float):  # a float subclass
+        return None if math.isfinite(value) else path
+    else:
+        return None
+    for key, item in items:
+        found = non_finite_path(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None

@@ -35,10 +35,10 @@ from serving.metrics import HttpMetrics, metrics_endpoint, register_jobs_collect
 from serving.middleware import AuthMiddleware, RequestContextMiddleware
 from serving.openapi import build_openapi, docs_page, swagger_ui_path
 from serving.responses import json_response, problem_response, store_unavailable
-from serving.runs_api import RunsAPI
+from serving.runs_api import RunsAPI, runs_openapi
 from serving.settings import Settings
-from serving.stream_tokens import stream_token_endpoint
-from serving.ui import UIMiddleware
+from serving.stream_tokens import stream_token_endpoint, stream_token_openapi
+from serving.ui import UIMiddleware, is_ui_path, ui_openapi
 from serving.websocket import websocket_endpoint
 
 log = structlog.get_logger("serving.app")
@@ -182,7 +182,18 @@ def create_app(
     invoke = InvokeEndpoint(pipeline, manager, settings)
     runs_api = RunsAPI(settings.effective_capture_url)
     info = pipeline_info(pipeline, runtime, identity)
-    openapi = _encoder.encode(build_openapi(pipeline, serving.__version__))
+    api_doc = build_openapi(
+        pipeline,
+        serving.__version__,
+        protected=bool(settings.auth_key),
+        is_open=lambda path: AuthMiddleware.is_open(path) or is_ui_path(path),
+    )
+    # Routes added elsewhere document themselves here: api_doc.add(path, method, operation).
+    runs_openapi(api_doc)
+    stream_token_openapi(api_doc)
+    ui_openapi(api_doc)
+    api_document = api_doc.build()
+    openapi = _encoder.encode(api_document)
 
     pid = os.getpid()
 
@@ -260,8 +271,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/invoke", invoke.handle, methods=["POST"]),  # reached only via ServingApp's fast path
         Route("/jobs", jobs_api.list_jobs, methods=["GET"]),
-        Route("/jobs/{job_id}", jobs_api.get_job, methods=["GET"]),
-        Route("/jobs/{job_id}", jobs_api.delete_job, methods=["DELETE"]),
+        Route("/jobs/{job_id}", jobs_api.job, methods=["GET", "DELETE"]),
         Route("/jobs/{job_id}/cancel", jobs_api.cancel_job, methods=["POST"]),
         Route(
             "/jobs/{job_id}/stream-token", stream_token_endpoint(manager, settings.auth_key), methods=["POST"]
@@ -295,4 +305,5 @@ def create_app(
     app.state.runtime = runtime
     app.state.jobs = manager
     app.state.settings = settings
+    app.state.api_document = api_document
     return ServingApp(app, invoke, settings)

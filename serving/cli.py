@@ -71,8 +71,13 @@ def serve(overrides: dict[str, Any] | None = None, worker_fd: int | None = None)
         if settings.log_level == "debug":
             log.debug("pipeline_load_failed", exc_info=exc.__cause__ or exc)
         return fail(f"cannot load pipeline: {exc}", EXIT_USAGE)
+    from serving.home import prepare_home
+
+    # SERVING_HOME 0700, and a capture store in it 0600 before the sink opens it.
+    chosen = runtime_name(settings, pipeline)
+    prepare_home(settings.home_path, settings.effective_capture_url if chosen == "realtime" else "")
     try:
-        runtime = create_runtime(runtime_name(settings, pipeline), runtime_options(settings))
+        runtime = create_runtime(chosen, runtime_options(settings))
     except UnknownRuntimeError as exc:
         return fail(f"SERVING_RUNTIME: {exc}", EXIT_USAGE)
     except CaptureURLError as exc:
@@ -189,6 +194,7 @@ def runtime_options(settings: Any) -> Any:
         capture_batch_interval=settings.capture_batch_interval,
         capture_breaker_failures=settings.capture_breaker_failures,
         capture_breaker_cooldown=settings.capture_breaker_cooldown,
+        capture_write_deadline=settings.capture_write_deadline,
         capture_overrides=settings.capture_overrides,
         cache_ttl=settings.cache_ttl,
         cache_size=settings.cache_size,

@@ -31,6 +31,7 @@ from jobs import (
 from runtimes import Pipeline, RunResult, RunStatus
 from runtimes.errors import ParameterError
 from runtimes.pipeline import split_validation_error
+from runtimes.types import convert_json
 from serving.jobs_api import job_links
 from serving.problems import RUN_FAILED, FieldError
 from serving.responses import STORE_RETRY_AFTER, json_response, problem_response, store_unavailable
@@ -234,12 +235,20 @@ class InvokeEndpoint:
                 f"request body exceeds the limit of {self.settings.max_body_bytes} bytes",
                 headers={"Connection": "close"},
             )
-        try:
-            req: Any = self.decoder.decode(body) if body.strip() else self.empty
-        except msgspec.ValidationError:
-            return self._fail(422, "request parameters are invalid", errors=self.explain(body))
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            return self._fail(400, f"request body is not valid JSON: {exc}")
+        if not body.strip():
+            if body:  # an empty body means "all defaults"; blanks alone are a broken one
+                return self._fail(400, "request body is only whitespace; send a JSON object or nothing")
+            req: Any = self.empty
+        else:
+            try:
+                req = self.decoder.decode(body)
+            except msgspec.ValidationError:
+                try:  # `1.0` for an int is an integer to JSON Schema; explain only if not that
+                    req = convert_json(msgspec.json.decode(body), self.request_type)
+                except msgspec.ValidationError:
+                    return self._fail(422, "request parameters are invalid", errors=self.explain(body))
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                return self._fail(400, f"request body is not valid JSON: {exc}")
 
         if self.pipeline.pydantic_params:
             try:  # validated here so an async job never fails for a bad parameter
@@ -406,6 +415,16 @@ class InvokeEndpoint:
         """List every bad field of a body that failed validation (slow path only)."""
         try:
             raw = msgspec.json.decode(body)
+        except msgspec.ValidationError:  # JSON, but a number beyond a float: 1e400
+            try:  # the typed decoder names where it is (the untyped one says `[...]`)
+                self.decoder.decode(body)
+            except msgspec.ValidationError as exc:
+                path, msg = split_validation_error(exc, prefix="")
+            else:  # pragma: no cover - explain runs only for a body that failed
+                path, msg = "", "invalid request"
+            if msg == "Number out of range":
+                msg = "number out of range: not a finite 64-bit float"
+            return [FieldError(path or "body", msg)]
         except (msgspec.DecodeError, UnicodeDecodeError):
             return [FieldError("body", "not valid JSON")]
         if not isinstance(raw, dict):
@@ -433,7 +452,7 @@ class InvokeEndpoint:
     @staticmethod
     def _check(value: Any, tp: Any, loc: str) -> list[FieldError]:
         try:
-            msgspec.json.decode(msgspec.json.encode(value), type=tp)
+            convert_json(value, tp)
         except msgspec.ValidationError as exc:
             path, msg = split_validation_error(exc, prefix=loc)
             return [FieldError(path, msg)]

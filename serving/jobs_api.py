@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import anyio
 import msgspec
@@ -17,6 +18,7 @@ from serving.responses import json_response, problem_response
 from serving.settings import Settings
 
 MAX_PAGE = 1000
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
 log = structlog.get_logger("serving.jobs")
 
 
@@ -28,6 +30,13 @@ class JobSummary(msgspec.Struct, kw_only=True):
     created_at: str
     location: str
     stream_url: str
+
+
+class JobPage(msgspec.Struct, kw_only=True):
+    """One page of `GET /jobs`; `next_cursor` asks for the next (None: no more)."""
+
+    jobs: list[Job]
+    next_cursor: str | None
 
 
 def small_uint(raw: str) -> int | None:
@@ -78,7 +87,13 @@ class JobsAPI:
         if errors:
             return problem_response(422, "invalid query parameters", errors=errors)
         jobs, next_cursor = await self.manager.list(status, limit, cursor)
-        return json_response({"jobs": jobs, "next_cursor": next_cursor})
+        return json_response(JobPage(jobs=jobs, next_cursor=next_cursor))
+
+    async def job(self, request: Request) -> Response:
+        """GET and DELETE share one route, so a 405 there lists both in `Allow`."""
+        if request.method == "DELETE":
+            return await self.delete_job(request)
+        return await self.get_job(request)
 
     async def get_job(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -87,11 +102,9 @@ class JobsAPI:
             if raw_wait is None:
                 job = await self.manager.get(job_id)
             else:
-                try:
-                    wait = float(raw_wait)
-                    if not wait >= 0:
-                        raise ValueError
-                except ValueError:
+                try:  # a JSON number: float() would also take "inf", "nan" and "1_0"
+                    wait = msgspec.json.decode(raw_wait.encode(), type=Seconds)
+                except msgspec.DecodeError:
                     return problem_response(
                         422,
                         "invalid query parameters",
@@ -132,14 +145,22 @@ class JobsAPI:
         client resumes with `Last-Event-ID`, and gets 503 until the store is back.
         """
         job_id = request.path_params["job_id"]
-        raw = request.headers.get("last-event-id") or request.query_params.get("after_seq") or "0"
-        after = small_uint(raw)
-        if after is None:
-            return problem_response(
-                422,
-                "invalid resume point",
-                errors=[FieldError("Last-Event-ID", "expected the integer id of the last event received")],
-            )
+        # Both are checked when both are sent (the header wins): a bad one is never
+        # silently ignored. Empty means "from the start", as EventSource sends it.
+        points: list[int] = []
+        for loc, raw in (
+            ("Last-Event-ID", request.headers.get("last-event-id")),
+            ("query.after_seq", request.query_params.get("after_seq")),
+        ):
+            if raw:
+                if (point := small_uint(raw)) is None:
+                    return problem_response(
+                        422,
+                        "invalid resume point",
+                        errors=[FieldError(loc, "expected the integer id of the last event received")],
+                    )
+                points.append(point)
+        after = points[0] if points else 0
         try:
             entries = await self.manager.subscribe(job_id, after)
         except JobNotFound as exc:

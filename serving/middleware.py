@@ -117,7 +117,14 @@ class AuthMiddleware:
     send.
     """
 
-    OPEN_PATHS = frozenset({"/health", "/livez", "/readyz", "/metrics"})
+    # /docs and its files hold nothing of the deployment: the page asks for the token,
+    # and /openapi.json and every call it makes stay protected.
+    OPEN_PATHS = frozenset({"/health", "/livez", "/readyz", "/metrics", "/docs"})
+    OPEN_PREFIX = "/docs/static/"
+
+    @classmethod
+    def is_open(cls, path: str) -> bool:
+        return path in cls.OPEN_PATHS or path.startswith(cls.OPEN_PREFIX)
 
     def __init__(self, app: ASGIApp, *, key: str) -> None:
         self.app = app
@@ -126,7 +133,7 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if (kind == "http" or kind == "websocket") and scope["path"] not in self.OPEN_PATHS:
+        if (kind == "http" or kind == "websocket") and not self.is_open(scope["path"]):
             provided = b""
             for key, value in scope["headers"]:
                 if key == b"authorization":

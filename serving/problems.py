@@ -39,8 +39,14 @@ class FieldError(msgspec.Struct, frozen=True):
     msg: str
 
 
+ABOUT_BLANK = "about:blank"  # RFC 9457: the problem is what the status code says
+
+
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
-    type: str = "about:blank"
+    """An RFC 9457 problem. `type` is always written (it has no default, so
+    `omit_defaults` keeps it): generic clients look for it on every error."""
+
+    type: str
     title: str
     status: int
     detail: str
@@ -79,6 +85,7 @@ def problem(
     request_id = request_id_var.get()
     if invoke:
         return InvokeProblem(
+            type=ABOUT_BLANK,
             error=detail,
             title=title,
             status=status,
@@ -88,4 +95,6 @@ def problem(
             execution_time=execution_time,
             request_id=request_id,
         )
-    return Problem(title=title, status=status, detail=detail, errors=errors, request_id=request_id)
+    return Problem(
+        type=ABOUT_BLANK, title=title, status=status, detail=detail, errors=errors, request_id=request_id
+    )

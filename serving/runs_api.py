@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from starlette.responses import Response
 from capture.readers import ReaderError, RunReader, StoredArtifact, StoredRun, reader_from_url, unreadable
 from capture.readers import sqlite_path as _sqlite_path
 from serving.jobs_api import small_uint
+from serving.openapi import ApiDocument, json_reply, problem_reply, ref
 from serving.problems import FieldError
 from serving.responses import json_response, problem_response
 
@@ -112,19 +113,22 @@ def _artifact(a: StoredArtifact) -> RunArtifact:
     return RunArtifact(step_id=a.step_id, name=a.name, kind=a.kind, size=a.size)
 
 
+# What `encode_cursor` writes (a start time in seconds since the epoch, then the run id),
+# declared in the API document so generated clients send only cursors that can parse.
+# An empty cursor is the first page.
+CURSOR_PATTERN = r"^([0-9]{1,16}(\.[0-9]{1,17})?~[A-Za-z0-9]{1,64})?$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
 def encode_cursor(run: StoredRun) -> str:
     return f"{run.started_at!r}~{run.run_id}"
 
 
 def decode_cursor(raw: str) -> tuple[float, str] | None:
-    started, sep, run_id = raw.partition("~")
-    if not sep or not run_id or not run_id.isascii() or not run_id.isalnum() or len(run_id) > 64:
+    if not raw.isascii() or _CURSOR.fullmatch(raw) is None:
         return None
-    try:
-        value = float(started)
-    except ValueError:
-        return None
-    return (value, run_id) if math.isfinite(value) else None
+    started, _, run_id = raw.partition("~")
+    return float(started), run_id
 
 
 class RunsAPI:
@@ -167,7 +171,7 @@ class RunsAPI:
             else:
                 limit = n
         before = None
-        if (raw := q.get("cursor")) is not None and (before := decode_cursor(raw)) is None:
+        if (raw := q.get("cursor")) and (before := decode_cursor(raw)) is None:
             errors.append(FieldError("query.cursor", "not a cursor returned by this endpoint"))
         if errors:
             return problem_response(422, "invalid query parameters", errors=errors)
@@ -228,71 +232,46 @@ class RunsAPI:
         return json_response(detail)
 
 
-def runs_openapi(ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The `/runs` paths and the schemas they refer to, for `serving.openapi`."""
-    (page, detail), components = msgspec.json.schema_components(
-        [RunsPage, RunDetail], ref_template=ref_template
-    )
-
-    def problem(description: str) -> dict[str, Any]:
-        schema = {"$ref": ref_template.format(name="Problem")}
-        return {"description": description, "content": {"application/problem+json": {"schema": schema}}}
-
-    def ok(schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-    common = {
-        "401": problem("Missing or wrong bearer token"),
-        "404": problem("The capture store cannot be read back (e.g. JSON lines), or no such run"),
-        "503": problem("The capture store cannot be reached"),
-    }
-    paths = {
-        "/runs": {
-            "get": {
-                "summary": "Captured runs, newest first",
-                "operationId": "list_runs",
-                "security": [{"bearer": []}],
-                "parameters": [
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": MAX_PAGE,
-                            "default": DEFAULT_PAGE,
-                        },
-                    },
-                    {
-                        "name": "status",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": list(RUN_STATUSES)},
-                    },
-                    {"name": "pipeline", "in": "query", "schema": {"type": "string"}},
-                    {
-                        "name": "cursor",
-                        "in": "query",
-                        "description": "`next_cursor` of the previous page",
-                        "schema": {"type": "string"},
-                    },
-                ],
-                "responses": {
-                    "200": ok(page, "One page of runs"),
-                    "422": problem("A bad limit, status or cursor; `errors` lists each"),
-                    **common,
+def runs_openapi(doc: ApiDocument) -> None:
+    """Document `/runs` and `/runs/{run_id}` (the auth scheme and 401 come from `doc`)."""
+    doc.add_types(RunsPage, RunDetail)
+    missing = problem_reply("The capture store cannot be read back (e.g. JSON lines), or no such run")
+    common = {"404": missing, "503": problem_reply("The capture store cannot be reached")}
+    doc.add(
+        "/runs",
+        "get",
+        {
+            "summary": "Captured runs, newest first",
+            "operationId": "list_runs",
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
                 },
-            }
+                {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(RUN_STATUSES)}},
+                {"name": "pipeline", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "cursor",
+                    "in": "query",
+                    "description": "`next_cursor` of the previous page (empty: the first page)",
+                    "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+                },
+            ],
+            "responses": {
+                "200": json_reply("One page of runs", ref("RunsPage")),
+                "422": problem_reply("A bad limit, status or cursor; `errors` lists each"),
+                **common,
+            },
         },
-        "/runs/{run_id}": {
-            "get": {
-                "summary": "One captured run with its steps, logs, previews and artifacts",
-                "operationId": "get_run",
-                "security": [{"bearer": []}],
-                "parameters": [
-                    {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {"200": ok(detail, "The run"), **common},
-            }
+    )
+    doc.add(
+        "/runs/{run_id}",
+        "get",
+        {
+            "summary": "One captured run with its steps, logs, previews and artifacts",
+            "operationId": "get_run",
+            "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": json_reply("The run", ref("RunDetail")), **common},
         },
-    }
-    return paths, components
+    )

@@ -65,6 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     capture_batch_interval: Seconds = 0.25
     capture_breaker_failures: Annotated[int, msgspec.Meta(ge=1)] = 5
     capture_breaker_cooldown: Seconds = 10.0
+    capture_write_deadline: Seconds = 2.5
     capture_code: bool | None = None  # None: as the pipeline's Capture says
     capture_logs: bool | None = None
     capture_metadata: bool | None = None

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import msgspec
@@ -25,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobs import JobManager, JobNotFound
+from serving.openapi import ApiDocument, json_reply, problem_reply, ref
 from serving.responses import json_response, problem_response
 
 TTL = 120  # seconds
@@ -97,32 +97,23 @@ class StreamToken(msgspec.Struct, kw_only=True):
     stream_url: str
 
 
-def stream_token_openapi(ref_template: str) -> dict[str, Any]:
-    """The path of `POST /jobs/{job_id}/stream-token`, for `serving.openapi`."""
-    (schema,), _ = msgspec.json.schema_components([StreamToken], ref_template=ref_template)
-
-    def problem(description: str) -> dict[str, Any]:
-        ref = {"$ref": ref_template.format(name="Problem")}
-        return {"description": description, "content": {"application/problem+json": {"schema": ref}}}
-
-    return {
-        "/jobs/{job_id}/stream-token": {
-            "post": {
-                "summary": "A short-lived token for GET /stream/{job_id}?token=... (for EventSource)",
-                "operationId": "stream_token",
-                "security": [{"bearer": []}],
-                "parameters": [
-                    {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "200": {
-                        "description": "The token, its lifetime in seconds, and the stream URL carrying it"
-                        " (token null when the daemon has no auth key)",
-                        "content": {"application/json": {"schema": schema}},
-                    },
-                    "401": problem("Missing or wrong bearer token"),
-                    "404": problem("No such job"),
-                },
-            }
-        }
-    }
+def stream_token_openapi(doc: ApiDocument) -> None:
+    """Document `POST /jobs/{job_id}/stream-token` (the auth scheme and 401 come from `doc`)."""
+    doc.add_types(StreamToken)
+    doc.add(
+        "/jobs/{job_id}/stream-token",
+        "post",
+        {
+            "summary": "A short-lived token for GET /stream/{job_id}?token=... (for EventSource)",
+            "operationId": "stream_token",
+            "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": json_reply(
+                    "The token, its lifetime in seconds, and the stream URL carrying it"
+                    " (token null when the daemon has no auth key)",
+                    ref("StreamToken"),
+                ),
+                "404": problem_reply("No such job"),
+            },
+        },
+    )

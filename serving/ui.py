@@ -16,6 +16,7 @@ from importlib import resources
 import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serving.openapi import ApiDocument
 from serving.responses import problem_bytes
 from serving.settings import Settings
 
@@ -33,6 +34,31 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
+
+
+PATHS = ("/ui", "/ui/app.js", "/ui/style.css", "/ui/config.json")
+
+
+def is_ui_path(path: str) -> bool:
+    """Served in front of the auth check (see the module's docstring)."""
+    return path == "/ui" or path.startswith("/ui/")
+
+
+def ui_openapi(doc: ApiDocument) -> None:
+    """Document the page and its assets: open, like the page itself."""
+    kinds = {"/ui": "text/html", "/ui/app.js": "text/javascript", "/ui/style.css": "text/css"}
+    for path, media in kinds.items():
+        reply = {"description": "The file", "content": {media: {"schema": {"type": "string"}}}}
+        doc.add(path, "get", {"summary": f"The dashboard: {path}", "responses": {"200": reply}})
+    config = {"type": "object", "properties": {"auth": {"type": "boolean"}}, "required": ["auth"]}
+    doc.add(
+        "/ui/config.json",
+        "get",
+        {
+            "summary": "Whether the dashboard must ask for the key before its first call",
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": config}}}},
+        },
+    )
 
 
 def _read(name: str) -> bytes:

@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from serving.home import private_dir, private_file
+
 
 class DeploymentStatus:
     RUNNING = "RUNNING"
@@ -74,7 +76,7 @@ class Registry:
     def __init__(self, home: Path) -> None:
         self.home = home
         self.path = home / "registry.db"
-        home.mkdir(parents=True, exist_ok=True)
+        private_file(private_dir(home) / "registry.db")  # it holds the deployments' bearer keys
         with self._conn() as conn:
             conn.executescript(SCHEMA)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import msgspec
 
 from serving.deploy.registry import Registry, Snapshot, code_hash_of, new_uuid
+from serving.home import private_dir
 from serving.loader import load_pipeline, package_root
 
 LINK_OVER_BYTES = 10 * 1024 * 1024
@@ -126,7 +127,7 @@ def create_snapshot(registry: Registry, name: str, source: str) -> Snapshot:
     """
     pipeline = load_pipeline(source)
     snap_id = new_uuid()
-    snap_dir = registry.home / "snapshots" / snap_id
+    snap_dir = private_dir(registry.home / "snapshots") / snap_id  # frozen code may hold secrets
     code_dir = snap_dir / "code"
     workdir = str(Path.cwd())
     frozen = source

@@ -269,3 +269,58 @@ def test_breaker_closes_with_a_clean_window() -> None:
     breaker.success()
     breaker.failure("c")  # 1 of 3 since recovery (3 of 6 had "a" and "b" still counted)
     assert breaker.state is BreakerState.closed
+
+
+@pytest.mark.anyio
+async def test_a_write_past_its_deadline_opens_the_breaker_and_drops_count_under_it() -> None:
+    """A stalled sink (a SQLite file locked elsewhere waits out its busy timeout) fails
+    too slowly for the failure count; the deadline opens the breaker while the writer is
+    still stuck, and what comes after is dropped as breaker_open, not queue_full."""
+    clock = FakeClock()
+    sink = BlockingSink()
+    breaker = CircuitBreaker(failure_threshold=5, cooldown=10.0, write_deadline=0.05, clock=clock)
+    publisher = Publisher(sink, max_queue=5, batch_size=1, batch_interval=30, breaker=breaker)
+    breaker_drops, queue_full = dropped_metric("breaker_open"), dropped_metric("queue_full")
+    await publisher.start()
+    try:
+        publisher.publish(record(0))
+        await wait_until_async(sink.entered.is_set, "the writer to take the first batch", timeout=HANG_GUARD)
+        await wait_until_async(
+            lambda: breaker.state is BreakerState.open, "the breaker to open", timeout=HANG_GUARD
+        )
+        assert metric("serving_capture_breaker_open") == 1
+        assert "longer than 0.05s" in str(publisher.status()["breaker"]["last_error"])
+        for i in range(1, 21):  # each is drained (and dropped) as it comes: the queue never fills
+            publisher.publish(record(i))
+            await wait_until_async(
+                lambda: publisher.queued == 0, "the batch to be dropped", timeout=HANG_GUARD
+            )
+        assert dropped_metric("breaker_open") - breaker_drops == 20
+        assert dropped_metric("queue_full") - queue_full == 0
+
+        clock.now += 10.0  # cooldown over, but the writer is still stuck: the probe fails
+        publisher.publish(record(21))
+        await wait_until_async(lambda: publisher.queued == 0, "the probe to be dropped", timeout=HANG_GUARD)
+        assert breaker.state is BreakerState.open
+        assert dropped_metric("breaker_open") - breaker_drops == 21
+
+        sink.release.set()  # the late write ends: its batch is counted written
+        await wait_until_async(lambda: publisher.written == 1, "the late write to end", timeout=HANG_GUARD)
+        clock.now += 10.0
+        publisher.publish(record(22))
+        await wait_until_async(lambda: publisher.written == 2, "the probe batch", timeout=HANG_GUARD)
+        assert breaker.state is BreakerState.closed
+        assert metric("serving_capture_breaker_open") == 0
+    finally:
+        sink.release.set()
+        await publisher.stop()
+    assert [r.run_id for r in sink.records] == ["run-0", "run-22"]
+
+
+def test_trip_opens_the_breaker_at_once() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=5, clock=clock)
+    breaker.trip("slow")
+    assert breaker.state is BreakerState.open
+    assert breaker.last_error == "slow"
+    assert breaker.times_opened == 1

@@ -199,7 +199,7 @@ def test_upstream_edges_follow_the_data() -> None:
         ("scale", ("double",)),
         ("add", ("scale", "double")),
     ]
-    assert chain(x=2) == 4 * 3 + 4
+    assert chain(x=2) == {"output": 4 * 3 + 4}
 
 
 def test_params_and_constants_become_sources() -> None:
@@ -215,7 +215,7 @@ def test_params_and_constants_become_sources() -> None:
     assert isinstance(factor, Const)
     assert factor.value == 5
     assert node.upstream == ()
-    assert p(x=3) == 15
+    assert p(x=3) == {"output": 15}
 
 
 def test_fan_in_with_a_list_of_handles() -> None:
@@ -231,7 +231,7 @@ def test_fan_in_with_a_list_of_handles() -> None:
     (src,) = merge.args
     assert isinstance(src, Composite)
     assert isinstance(src.items[2][1], Const)
-    assert fan(x=1) == 2 + 10 + 7 + 101
+    assert fan(x=1) == {"total": 2 + 10 + 7 + 101}
 
 
 def test_fan_in_with_a_dict_of_handles() -> None:
@@ -244,7 +244,7 @@ def test_fan_in_with_a_dict_of_handles() -> None:
         return describe({"d": double(x), "c": 0, "p": x})
 
     assert fan.node_by_id["describe"].upstream == ("double",)
-    assert fan(x=4) == "c=0,d=8,p=4"
+    assert fan(x=4) == {"output": "c=0,d=8,p=4"}
 
 
 def test_a_list_of_only_constants_and_params_is_not_an_edge() -> None:
@@ -254,7 +254,7 @@ def test_a_list_of_only_constants_and_params_is_not_an_edge() -> None:
 
     (node,) = p.nodes
     assert node.upstream == ()
-    assert p(x=1) == 6
+    assert p(x=1) == {"total": 6}
 
 
 def test_every_step_runs_even_when_its_output_is_not_returned() -> None:
@@ -271,7 +271,7 @@ def test_every_step_runs_even_when_its_output_is_not_returned() -> None:
         record(d)  # downstream of the returned step
         return d
 
-    assert side_effects(x=3) == 6
+    assert side_effects(x=3) == {"doubled": 6}
     assert sorted(seen) == [3, 6]
 
 
@@ -286,7 +286,7 @@ def test_namedtuple_of_handles_is_rebuilt_and_hidden_handles_are_refused() -> No
     def nt():
         return use_pair(Pair(double(1), 2))
 
-    assert nt() == 4
+    assert nt() == {"output": 4}
 
     @dataclasses.dataclass
     class Cfg:
@@ -340,7 +340,7 @@ def test_annotated_return_names_the_output() -> None:
 
     assert [o.key for o in p.outputs] == ["doubled"]
     assert p.return_shape == "single"
-    assert p(x=21) == 42
+    assert p(x=21) == {"doubled": 42}
 
 
 def test_unannotated_and_plain_returns_are_called_output() -> None:
@@ -371,7 +371,7 @@ def test_tuple_of_annotated_gives_one_handle_per_element() -> None:
     assert (hi.node_id, hi.output, hi.index) == ("split", "hi", 1)
     assert [o.key for o in p.outputs] == ["lo", "hi"]
     assert p.return_shape == "tuple"
-    assert p(x=10) == (9, 11)
+    assert p(x=10) == {"lo": 9, "hi": 11}
 
 
 def test_elements_of_a_tuple_output_feed_other_steps() -> None:
@@ -381,7 +381,7 @@ def test_elements_of_a_tuple_output_feed_other_steps() -> None:
         return add(lo, hi)
 
     assert p.node_by_id["add"].upstream == ("split",)
-    assert p(x=10) == 20
+    assert p(x=10) == {"output": 20}
 
 
 def test_tuple_return_mixes_outputs_of_several_steps() -> None:
@@ -391,7 +391,7 @@ def test_tuple_return_mixes_outputs_of_several_steps() -> None:
         return double(hi), lo, greet(name)
 
     assert [o.key for o in p.outputs] == ["doubled", "lo", "output"]
-    assert p(x=3, name="z") == (8, 2, "hi z")
+    assert list(p(x=3, name="z").values()) == [8, 2, "hi z"]
 
 
 def test_dict_return_names_outputs_by_key() -> None:
@@ -478,7 +478,7 @@ def test_input_schema_with_a_struct_parameter() -> None:
         "properties": {"x": {"type": "integer"}, "y": {"type": "integer", "default": 0}},
         "required": ["x"],
     }
-    assert p(point={"x": 5, "y": 6}) == Point(5, 6)
+    assert p(point={"x": 5, "y": 6}) == {"output": Point(5, 6)}
 
 
 def test_input_schema_with_enum_and_literal_parameters() -> None:
@@ -492,7 +492,7 @@ def test_input_schema_with_enum_and_literal_parameters() -> None:
     assert props["mode"] == {"enum": ["fast", "slow"], "default": "fast"}
     assert schema["$defs"]["Color"] == {"title": "Color", "enum": ["blue", "red"]}
     assert schema["$defs"]["PipelineInput"]["required"] == []
-    assert p(color="blue", mode="slow") == [Color.blue, "slow"]
+    assert p(color="blue", mode="slow") == {"output": [Color.blue, "slow"]}
     with pytest.raises(ParameterError) as info:
         p(mode="medium")
     assert info.value.errors == [("mode", "Invalid enum value 'medium'")]
@@ -513,8 +513,8 @@ def test_input_schema_with_a_pydantic_parameter() -> None:
         },
         "required": ["name"],
     }
-    assert p() == Customer(name="Ada")
-    assert p(customer={"name": "Bob", "age": 7}) == Customer(name="Bob", age=7)
+    assert p() == {"output": Customer(name="Ada")}
+    assert p(customer={"name": "Bob", "age": 7}) == {"output": Customer(name="Bob", age=7)}
     with pytest.raises(ParameterError) as info:
         p(customer={"name": "Bob", "age": "old"})
     assert [loc for loc, _ in info.value.errors] == ["customer.age"]
@@ -559,8 +559,8 @@ def test_mutable_defaults_are_fresh_for_every_call() -> None:
     def p(items: list[int] = [0]):
         return grow(items)
 
-    assert p() == [0, 1]
-    assert p() == [0, 1]
+    assert p() == {"output": [0, 1]}
+    assert p() == {"output": [0, 1]}
 
 
 def test_allowed_parameter_types_load() -> None:
@@ -582,7 +582,7 @@ def test_allowed_parameter_types_load() -> None:
         return untyped(a)
 
     assert [q.name for q in p.parameters] == list("abcdefghijkm")
-    assert p(a=[1]) == [1]
+    assert p(a=[1]) == {"output": [1]}
 
 
 # -- load errors ------------------------------------------------------------------------
@@ -646,7 +646,7 @@ def test_set_items_must_be_hashable_and_typed_dict_keys_may_be_not_required() ->
     def q(td: Partial = {"a": 1}):
         return count(td)
 
-    assert q(td={"a": 2, "b": "x"}) == 2
+    assert q(td={"a": 2, "b": "x"}) == {"output": 2}
 
 
 def test_default_that_does_not_fit_its_type() -> None:
@@ -979,9 +979,10 @@ def test_local_call_shapes() -> None:
         return {"d": double(x), "a": async_double(x)}
 
     assert isinstance(single, Pipeline)
-    assert single() == 2
-    assert single(x=4) == 8
-    assert as_tuple(x=4) == (3, 5)
+    # The same mapping /invoke answers with, whatever shape the body returned.
+    assert single() == {"doubled": 2}
+    assert single(x=4) == {"doubled": 8}
+    assert as_tuple(x=4) == {"lo": 3, "hi": 5}
     assert as_dict(x=4) == {"d": 8, "a": 8}
 
 
@@ -1009,7 +1010,7 @@ def test_local_call_coerces_json_like_values() -> None:
     def p(x: int = 1):
         return double(x)
 
-    assert p(x="4") == 8  # strict=False: the same leniency as for query-like inputs
+    assert p(x="4") == {"doubled": 8}  # strict=False: the same leniency as for query-like inputs
 
 
 def test_local_call_failing_step_raises_step_error() -> None:
@@ -1034,7 +1035,7 @@ def test_local_call_inside_a_running_loop_is_refused() -> None:
             p(x=1)
         return await p.run_async(x=5)
 
-    assert asyncio.run(main()) == 10
+    assert asyncio.run(main()) == {"doubled": 10}
 
 
 # -- steps outside a pipeline -----------------------------------------------------------
@@ -1074,13 +1075,17 @@ def load_example(name: str) -> Any:
 
 def test_example_hello() -> None:
     hello = load_example("hello").hello
-    assert hello(name="Ada") == "Hello Ada!"
+    assert hello(name="Ada") == {"greeting": "Hello Ada!"}
     assert [o.key for o in hello.outputs] == ["greeting"]
 
 
 def test_example_orders() -> None:
     orders = load_example("orders")
-    assert orders.price_order(order={"sku": "A-1", "qty": 3, "unit_price": 2.5}) == (7.5, 1.5, 9.0)
+    assert orders.price_order(order={"sku": "A-1", "qty": 3, "unit_price": 2.5}) == {
+        "subtotal": 7.5,
+        "tax": 1.5,
+        "total": 9.0,
+    }
     assert [o.key for o in orders.price_order.outputs] == ["subtotal", "tax", "total"]
     with pytest.raises(ParameterError) as info:
         orders.price_order(order={"sku": "A-1", "qty": 0, "unit_price": 2.5})
@@ -1090,12 +1095,13 @@ def test_example_orders() -> None:
 def test_example_fanout() -> None:
     enrich = load_example("fanout").enrich
     assert enrich.node_by_id["merge"].upstream == ("count_words", "count_vowels", "shout")
-    assert enrich(text="ab cd", delay=0) == {"words": 2, "vowels": 1, "upper": "AB CD"}
+    assert enrich(text="ab cd", delay=0) == {"summary": {"words": 2, "vowels": 1, "upper": "AB CD"}}
 
 
 def test_example_weather() -> None:
     agent = load_example("weather").weather_agent
-    weather, advice = agent(city="Rome")
+    outputs = agent(city="Rome")
+    weather, advice = outputs["weather"], outputs["advice"]
     assert weather["city"] == "Rome"
     assert advice.startswith("Rome: ")
     assert [o.key for o in agent.outputs] == ["weather", "advice"]

@@ -160,7 +160,6 @@ def test_run_name_from_body_is_used(hello: Any, client: httpx.Client) -> None:
     [
         pytest.param({}, id="no-body-no-content-type"),
         pytest.param({"content": b"", "headers": JSON}, id="empty-json-body"),
-        pytest.param({"content": b"  \n", "headers": JSON}, id="whitespace-body"),
         pytest.param({"json": {}}, id="empty-object"),
         pytest.param({"json": {"parameters": {}}}, id="empty-parameters"),
     ],

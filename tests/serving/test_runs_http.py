@@ -141,10 +141,11 @@ def test_openapi_documents_the_runs_api(daemon: Any) -> None:
     d = daemon(HELLO, access_log="false")
     with d.client() as client:
         doc = client.get("/openapi.json").json()
-    assert set(doc["paths"]["/runs"]["get"]["responses"]) >= {"200", "401", "404", "422"}
+    # 401 is documented only on a protected daemon (tests/serving/test_openapi.py checks it)
+    assert set(doc["paths"]["/runs"]["get"]["responses"]) >= {"200", "404", "422"}
     assert "/runs/{run_id}" in doc["paths"]
     token = doc["paths"]["/jobs/{job_id}/stream-token"]["post"]
-    assert set(token["responses"]) == {"200", "401", "404"}
+    assert set(token["responses"]) == {"200", "404"}
     schemas = doc["components"]["schemas"]
     assert {"RunsPage", "RunDetail", "RunStep"} <= set(schemas)
     ref = doc["paths"]["/runs"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]

@@ -23,6 +23,7 @@ import httpx
 from serving.deploy.deployers.base import DeployError, Progress
 from serving.deploy.registry import Deployment, DeploymentStatus, Snapshot
 from serving.deploy.snapshots import import_root
+from serving.home import open_private_append, private_dir
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
@@ -93,7 +94,8 @@ class LocalDeployer:
         else:
             port = _free_port()
         log_path = self.log_path(deployment)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(log_path.parent.parent)
+        private_dir(log_path.parent)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
         env.update(
             SERVING_DEPLOYMENT=deployment.id,
@@ -106,7 +108,7 @@ class LocalDeployer:
             if key in os.environ:
                 env[key] = os.environ[key]
         progress(f"starting the daemon on {HOST}:{port}")
-        with open(log_path, "ab") as log:
+        with open(log_path, "ab", opener=lambda path, flags: open_private_append(Path(path))) as log:
             proc = subprocess.Popen(
                 # -P: the working folder (the snapshot's code) is not put first on sys.path,
                 # so no module of the pipeline's folder can shadow one of the daemon's own;
