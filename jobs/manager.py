@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ from jobs.states import JobStatus, can_move
 from jobs.store import JobStore, MemoryJobStore, SharedJobStore
 from runtimes import Pipeline, RunResult, RunStatus, Runtime
 from runtimes import events as ev
+from runtimes.cancel import RunControl
 from runtimes.ids import new_id
 
 log = structlog.get_logger("jobs")
@@ -262,11 +263,12 @@ class JobManager:
         Cancelling the caller (a client that disconnected) cancels the run.
         """
         limiter = self.limiter
+        control = RunControl()
         if limiter.try_acquire():  # the common case, without a Ticket
             try:
-                return await self._run_now(params, run_name, timeout)
+                return await self._run_now(params, run_name, timeout, control)
             finally:
-                limiter.release_slot()
+                self._release_when_idle(control, limiter.release_slot)
         try:
             ticket = limiter.reserve()
         except QueueFull:
@@ -274,15 +276,34 @@ class JobManager:
             raise
         try:
             await ticket.wait()
-            return await self._run_now(params, run_name, timeout)
+            return await self._run_now(params, run_name, timeout, control)
         finally:
-            ticket.release()
+            self._release_when_idle(control, ticket.release)
+
+    def _release_when_idle(self, control: RunControl, release: Callable[[], None]) -> None:
+        """Give the run's slot back now, or once the sync steps it left running return.
+
+        A thread cannot be stopped: until they return they take a slot's worth of
+        capacity, so admission (429, queueing, Retry-After) must see it taken."""
+        if not control.abandoned:
+            release()
+            return
+        held_from = time.perf_counter()
+        log.warning("run_slot_held", threads=control.abandoned)
+
+        def done() -> None:
+            self.limiter.record(time.perf_counter() - held_from)  # Retry-After sees the hold
+            release()
+
+        control.when_idle(done)
 
     async def _run_now(
-        self, params: msgspec.Struct, run_name: str | None, timeout: float | None
+        self, params: msgspec.Struct, run_name: str | None, timeout: float | None, control: RunControl
     ) -> RunResult:
         try:
-            result = await self.runtime.run(self.pipeline, params, run_name=run_name, timeout=timeout)
+            result = await self.runtime.run(
+                self.pipeline, params, run_name=run_name, timeout=timeout, control=control
+            )
         except asyncio.CancelledError:
             metrics.count_invocation("sync", "canceled")
             raise
@@ -569,6 +590,7 @@ class JobManager:
                 self._active.pop(job.job_id, None)
             return
         started = time.perf_counter()
+        control = RunControl()
         try:
             if active.closing or not can_move(job.status, JobStatus.running):
                 return  # canceled while queued: cancel() records the end
@@ -586,6 +608,7 @@ class JobManager:
                 run_name=job.run_name,
                 timeout=active.timeout,
                 on_event=lambda event: self._on_event(job, active, event),
+                control=control,
             )
         except asyncio.CancelledError:
             if can_move(job.status, JobStatus.canceled):
@@ -601,7 +624,7 @@ class JobManager:
                 status = JobStatus.completed if result.status is RunStatus.completed else JobStatus.failed
                 await self._finish(job, active, status, result=result)
         finally:
-            active.ticket.release()
+            self._release_when_idle(control, active.ticket.release)
             job.execution_time = job.execution_time or round(time.perf_counter() - started, 6)
             active.done.set()
             self._active.pop(job.job_id, None)

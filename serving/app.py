@@ -30,7 +30,13 @@ from runtimes import Pipeline, Runtime
 from serving.invoke import InvokeEndpoint
 from serving.jobs_api import JobsAPI
 from serving.logs import AccessLog
-from serving.metrics import HttpMetrics, metrics_endpoint, register_jobs_collector, worker_gauges
+from serving.metrics import (
+    HttpMetrics,
+    metrics_endpoint,
+    register_jobs_collector,
+    step_thread_stats,
+    worker_gauges,
+)
 from serving.middleware import AuthMiddleware, RequestContextMiddleware
 from serving.openapi import build_openapi, docs_page, swagger_ui_path
 from serving.responses import json_response, problem_response, store_unavailable
@@ -211,6 +217,7 @@ def create_app(
                 "pipeline": pipeline.name,
                 "runtime": runtime.name,
                 "jobs": manager.counts(),
+                "step_threads": step_thread_stats(runtime),
                 "job_store": await manager.store_state(),
                 **(runtime.status() if hasattr(runtime, "status") else {}),
                 "ready": state.ready,

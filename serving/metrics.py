@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -81,6 +81,22 @@ class JobsCollector(Collector):
         yield jobs
         if _shared is not None:
             return  # per-worker figures: summed from the value files instead
+        threads = step_thread_stats(self.manager.runtime)
+        yield GaugeMetricFamily(
+            "serving_step_threads_busy",
+            "Threads running a sync step now, abandoned ones included",
+            value=threads["busy"],
+        )
+        yield GaugeMetricFamily(
+            "serving_step_threads_abandoned_running",
+            "Sync step calls still running after their run ended (timeout, cancel, client gone)",
+            value=threads["abandoned"],
+        )
+        yield CounterMetricFamily(
+            "serving_step_threads_abandoned",
+            "Sync step calls left running by a run that ended before them",
+            value=threads["abandoned_total"],
+        )
         yield GaugeMetricFamily(
             "serving_queue_depth", "Invocations waiting for a slot", value=self.manager.limiter.queued
         )
@@ -113,6 +129,15 @@ class _SharedMetrics:
     def publish(self, manager: JobManager) -> None:
         self.inflight.set(manager.limiter.running)
         self.queue_depth.set(manager.limiter.queued)
+
+
+def step_thread_stats(runtime: object) -> dict[str, int]:
+    """The runtime's step-thread figures; zeros for a runtime without a DagExecutor."""
+    executor = getattr(runtime, "executor", None)
+    if executor is None or not hasattr(executor, "thread_stats"):
+        return {"max": 0, "threads": 0, "busy": 0, "abandoned": 0, "abandoned_total": 0}
+    stats: dict[str, int] = executor.thread_stats()
+    return stats
 
 
 _shared = _SharedMetrics(MULTIPROC_DIR) if MULTIPROC_DIR else None
