@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
-from prometheus_client import REGISTRY, CollectorRegistry, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -126,9 +126,34 @@ class _SharedMetrics:
             multiprocess_mode="livesum",
         )
 
+        self.threads_busy = Gauge(
+            "serving_step_threads_busy",
+            "Threads running a sync step now, abandoned ones included, all workers",
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        self.threads_abandoned = Gauge(
+            "serving_step_threads_abandoned_running",
+            "Sync step calls still running after their run ended, all workers",
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        self.abandoned_total = Counter(
+            "serving_step_threads_abandoned",
+            "Sync step calls left running by a run that ended before them, all workers",
+            registry=None,
+        )
+        self._abandoned_seen = 0
+
     def publish(self, manager: JobManager) -> None:
         self.inflight.set(manager.limiter.running)
         self.queue_depth.set(manager.limiter.queued)
+        threads = step_thread_stats(manager.runtime)
+        self.threads_busy.set(threads["busy"])
+        self.threads_abandoned.set(threads["abandoned"])
+        if threads["abandoned_total"] > self._abandoned_seen:  # a counter moves by deltas
+            self.abandoned_total.inc(threads["abandoned_total"] - self._abandoned_seen)
+            self._abandoned_seen = threads["abandoned_total"]
 
 
 def step_thread_stats(runtime: object) -> dict[str, int]:
