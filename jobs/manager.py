@@ -24,7 +24,7 @@ import msgspec
 import structlog
 
 from jobs import metrics
-from jobs.events import JobEventLog, LogEntry
+from jobs.events import EventBudget, JobEventLog, LogEntry
 from jobs.health import StoreUnavailable
 from jobs.limits import Limiter, QueueFull, Ticket
 from jobs.queue import Outcome, SharedQueue, Taken, fleet_retry_after
@@ -103,6 +103,8 @@ class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
     job_ttl: float = 3600.0
     max_jobs: int = 10_000
     events_max: int = 10_000
+    events_max_bytes: int | None = 4 * 1024 * 1024  # per job
+    events_memory_max: int | None = 64 * 1024 * 1024  # all jobs' logs of this process
 
 
 class _Active:
@@ -159,6 +161,7 @@ class JobManager:
         self.metadata = metadata or InvocationMetadata(pipeline_name=pipeline.name)
         self._active: dict[str, _Active] = {}
         self._logs: dict[str, JobEventLog] = {}
+        self.event_budget = EventBudget(self.settings.events_memory_max)
         self._sweeper: asyncio.Task[None] | None = None
         # With a store replicas share, events and cancel requests go through it too.
         self.shared: SharedJobStore | None = self.store if isinstance(self.store, SharedJobStore) else None
@@ -370,7 +373,7 @@ class JobManager:
                 if existing is None:  # the winner expired in between: treat as a conflict
                     raise IdempotencyConflict(idempotency_key)
                 return existing, False
-        events = JobEventLog(self.settings.events_max)
+        events = self._new_log()
         active = _Active(job, events, params, timeout)
         active.ticket = ticket
         self._active[job_id] = active
@@ -386,6 +389,10 @@ class JobManager:
             if await self.store.count() > self.settings.max_jobs:
                 await self._evict()
         return job, True
+
+    def _new_log(self) -> JobEventLog:
+        settings = self.settings
+        return JobEventLog(settings.events_max, settings.events_max_bytes, self.event_budget)
 
     async def _submit_shared(
         self,
@@ -461,7 +468,7 @@ class JobManager:
         """Run a job leased to this replica (with a slot already held): register it, share
         its events, start its task, and honour a cancel that came while it was leased."""
         assert self.shared is not None
-        events = JobEventLog(self.settings.events_max)
+        events = self._new_log()
         active = _Active(job, events, params, timeout)
         active.ticket = ticket
         self._active[job.job_id] = active

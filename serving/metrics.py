@@ -81,6 +81,11 @@ class JobsCollector(Collector):
         yield jobs
         if _shared is not None:
             return  # per-worker figures: summed from the value files instead
+        yield GaugeMetricFamily(
+            "serving_job_events_retained_bytes",
+            "Bytes of job events kept in memory (bounded by SERVING_EVENTS_MEMORY_MAX)",
+            value=self.manager.event_budget.retained,
+        )
         threads = step_thread_stats(self.manager.runtime)
         yield GaugeMetricFamily(
             "serving_step_threads_busy",
@@ -144,10 +149,17 @@ class _SharedMetrics:
             registry=None,
         )
         self._abandoned_seen = 0
+        self.events_bytes = Gauge(
+            "serving_job_events_retained_bytes",
+            "Bytes of job events kept in memory, all workers (each bounded by SERVING_EVENTS_MEMORY_MAX)",
+            registry=None,
+            multiprocess_mode="livesum",
+        )
 
     def publish(self, manager: JobManager) -> None:
         self.inflight.set(manager.limiter.running)
         self.queue_depth.set(manager.limiter.queued)
+        self.events_bytes.set(manager.event_budget.retained)
         threads = step_thread_stats(manager.runtime)
         self.threads_busy.set(threads["busy"])
         self.threads_abandoned.set(threads["abandoned"])
