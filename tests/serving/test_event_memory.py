@@ -15,9 +15,13 @@ import httpx
 from httpx_sse import connect_sse
 from polling import GUARD
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect
+
+from serving.websocket import MAX_SUBSCRIPTIONS
 
 TESTS = Path(__file__).resolve().parent.parent
 CHATTY = f"{TESTS / 'pipelines' / 'chatty.py'}:chatty"
+GATED = f"{TESTS / 'pipelines' / 'gated.py'}:gated"
 METRIC = "serving_job_events_retained_bytes"
 
 
@@ -97,3 +101,42 @@ def test_bad_byte_bounds_stop_the_daemon(run_serving: Any) -> None:
     result = run_serving(CHATTY, events_memory_max="0")
     assert result.returncode == 2
     assert "SERVING_EVENTS_MEMORY_MAX='0' is invalid" in result.stderr
+
+
+def test_a_websocket_follows_a_bounded_number_of_jobs(daemon: Any, tmp_path: Path) -> None:
+    """Each subscription holds at most one unsent message, so bounding the subscriptions
+    bounds what a socket whose client reads nothing can hold."""
+    d = daemon(GATED, max_concurrency=1, max_queue=MAX_SUBSCRIPTIONS + 1, access_log="false")
+    release = tmp_path / "release"
+    params = {"release": str(release)}
+    try:
+        with httpx.Client(timeout=GUARD) as client:
+            jobs = []
+            for _ in range(MAX_SUBSCRIPTIONS + 1):  # one running, the rest queued: none ends
+                r = client.post(f"{d.url}/invoke", params={"mode": "async"}, json={"parameters": params})
+                assert r.status_code == 202, r.text
+                jobs.append(r.json()["job_id"])
+        url = d.url.replace("http://", "ws://") + "/stream"
+        with connect(url, open_timeout=GUARD, close_timeout=GUARD) as ws:
+            for job_id in jobs:
+                ws.send(json.dumps({"type": "subscribe", "job_id": job_id}))
+            # Replies come in order per socket for errors; events of the followed jobs may
+            # interleave, so read until the refusal of the last one.
+            while True:
+                message = json.loads(ws.recv(timeout=GUARD))
+                if message["type"] == "error":
+                    break
+            assert message["status"] == 429, message
+            assert message["job_id"] == jobs[-1]
+            assert str(MAX_SUBSCRIPTIONS) in message["error"]
+            # Following a job already followed again is a re-subscription, not one more.
+            ws.send(json.dumps({"type": "subscribe", "job_id": jobs[0], "after_seq": 0}))
+            release.touch()
+            ended = set()
+            while jobs[0] not in ended:
+                message = json.loads(ws.recv(timeout=GUARD))
+                assert message["type"] != "error", message
+                if message["type"] == "end":
+                    ended.add(message["job_id"])
+    finally:
+        release.touch()
