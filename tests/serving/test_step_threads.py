@@ -167,6 +167,34 @@ def test_a_sync_step_sees_cancelled_when_its_job_is_canceled(daemon: Any, tmp_pa
         assert status(client, d.url)["jobs"]["running"] == 0
 
 
+def test_a_canceled_job_holds_its_slot_until_its_step_returns(daemon: Any, tmp_path: Path) -> None:
+    d = daemon(BLOCKING, max_concurrency=1, max_queue=0, access_log="false")
+    m = Marks(tmp_path, "held")
+    with httpx.Client(timeout=GUARD) as client:
+        r = client.post(f"{d.url}/invoke", params={"mode": "async"}, json={"parameters": m.params()})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        wait_for_file(m.started, detail=d.stderr_detail)
+        assert client.post(f"{d.url}/jobs/{job_id}/cancel").status_code == 200
+        job = client.get(f"{d.url}/jobs/{job_id}", params={"wait": GUARD}).json()
+        assert job["status"] == "canceled", job
+        state = status(client, d.url)
+        assert state["jobs"]["running"] == 1 and state["step_threads"]["abandoned"] == 1, state
+        fresh = {"parameters": {}}
+        r = client.post(f"{d.url}/invoke", params={"mode": "async"}, json=fresh)
+        assert r.status_code == 429, r.text
+        m.release.touch()
+        wait_for_file(m.done, detail=d.stderr_detail)
+        wait_until(
+            lambda: status(client, d.url)["jobs"]["running"] == 0,
+            "the canceled job's slot to be released",
+            timeout=GUARD,
+            detail=d.stderr_detail,
+        )
+        r = client.post(f"{d.url}/invoke", json=fresh)
+        assert r.status_code == 200, r.text
+
+
 def test_a_sync_step_sees_cancelled_when_its_client_leaves(daemon: Any, tmp_path: Path) -> None:
     d = daemon(BLOCKING, access_log="false")
     m = Marks(tmp_path, "gone")
