@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ import msgspec
 import structlog
 
 from jobs import metrics
-from jobs.events import JobEventLog, LogEntry
+from jobs.events import EventBudget, JobEventLog, LogEntry
 from jobs.health import StoreUnavailable
 from jobs.limits import Limiter, QueueFull, Ticket
 from jobs.queue import Outcome, SharedQueue, Taken, fleet_retry_after
@@ -33,6 +33,7 @@ from jobs.states import JobStatus, can_move
 from jobs.store import JobStore, MemoryJobStore, SharedJobStore
 from runtimes import Pipeline, RunResult, RunStatus, Runtime
 from runtimes import events as ev
+from runtimes.cancel import RunControl
 from runtimes.ids import new_id
 
 log = structlog.get_logger("jobs")
@@ -102,6 +103,8 @@ class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
     job_ttl: float = 3600.0
     max_jobs: int = 10_000
     events_max: int = 10_000
+    events_max_bytes: int | None = 4 * 1024 * 1024  # per job
+    events_memory_max: int | None = 64 * 1024 * 1024  # all jobs' logs of this process
 
 
 class _Active:
@@ -158,6 +161,7 @@ class JobManager:
         self.metadata = metadata or InvocationMetadata(pipeline_name=pipeline.name)
         self._active: dict[str, _Active] = {}
         self._logs: dict[str, JobEventLog] = {}
+        self.event_budget = EventBudget(self.settings.events_memory_max)
         self._sweeper: asyncio.Task[None] | None = None
         # With a store replicas share, events and cancel requests go through it too.
         self.shared: SharedJobStore | None = self.store if isinstance(self.store, SharedJobStore) else None
@@ -262,11 +266,12 @@ class JobManager:
         Cancelling the caller (a client that disconnected) cancels the run.
         """
         limiter = self.limiter
+        control = RunControl()
         if limiter.try_acquire():  # the common case, without a Ticket
             try:
-                return await self._run_now(params, run_name, timeout)
+                return await self._run_now(params, run_name, timeout, control)
             finally:
-                limiter.release_slot()
+                self._release_when_idle(control, limiter.release_slot)
         try:
             ticket = limiter.reserve()
         except QueueFull:
@@ -274,15 +279,34 @@ class JobManager:
             raise
         try:
             await ticket.wait()
-            return await self._run_now(params, run_name, timeout)
+            return await self._run_now(params, run_name, timeout, control)
         finally:
-            ticket.release()
+            self._release_when_idle(control, ticket.release)
+
+    def _release_when_idle(self, control: RunControl, release: Callable[[], None]) -> None:
+        """Give the run's slot back now, or once the sync steps it left running return.
+
+        A thread cannot be stopped: until they return they take a slot's worth of
+        capacity, so admission (429, queueing, Retry-After) must see it taken."""
+        if not control.abandoned:
+            release()
+            return
+        held_from = time.perf_counter()
+        log.warning("run_slot_held", threads=control.abandoned)
+
+        def done() -> None:
+            self.limiter.record(time.perf_counter() - held_from)  # Retry-After sees the hold
+            release()
+
+        control.when_idle(done)
 
     async def _run_now(
-        self, params: msgspec.Struct, run_name: str | None, timeout: float | None
+        self, params: msgspec.Struct, run_name: str | None, timeout: float | None, control: RunControl
     ) -> RunResult:
         try:
-            result = await self.runtime.run(self.pipeline, params, run_name=run_name, timeout=timeout)
+            result = await self.runtime.run(
+                self.pipeline, params, run_name=run_name, timeout=timeout, control=control
+            )
         except asyncio.CancelledError:
             metrics.count_invocation("sync", "canceled")
             raise
@@ -349,7 +373,7 @@ class JobManager:
                 if existing is None:  # the winner expired in between: treat as a conflict
                     raise IdempotencyConflict(idempotency_key)
                 return existing, False
-        events = JobEventLog(self.settings.events_max)
+        events = self._new_log()
         active = _Active(job, events, params, timeout)
         active.ticket = ticket
         self._active[job_id] = active
@@ -365,6 +389,10 @@ class JobManager:
             if await self.store.count() > self.settings.max_jobs:
                 await self._evict()
         return job, True
+
+    def _new_log(self) -> JobEventLog:
+        settings = self.settings
+        return JobEventLog(settings.events_max, settings.events_max_bytes, self.event_budget)
 
     async def _submit_shared(
         self,
@@ -440,7 +468,7 @@ class JobManager:
         """Run a job leased to this replica (with a slot already held): register it, share
         its events, start its task, and honour a cancel that came while it was leased."""
         assert self.shared is not None
-        events = JobEventLog(self.settings.events_max)
+        events = self._new_log()
         active = _Active(job, events, params, timeout)
         active.ticket = ticket
         self._active[job.job_id] = active
@@ -569,6 +597,7 @@ class JobManager:
                 self._active.pop(job.job_id, None)
             return
         started = time.perf_counter()
+        control = RunControl()
         try:
             if active.closing or not can_move(job.status, JobStatus.running):
                 return  # canceled while queued: cancel() records the end
@@ -586,6 +615,7 @@ class JobManager:
                 run_name=job.run_name,
                 timeout=active.timeout,
                 on_event=lambda event: self._on_event(job, active, event),
+                control=control,
             )
         except asyncio.CancelledError:
             if can_move(job.status, JobStatus.canceled):
@@ -601,7 +631,7 @@ class JobManager:
                 status = JobStatus.completed if result.status is RunStatus.completed else JobStatus.failed
                 await self._finish(job, active, status, result=result)
         finally:
-            active.ticket.release()
+            self._release_when_idle(control, active.ticket.release)
             job.execution_time = job.execution_time or round(time.perf_counter() - started, 6)
             active.done.set()
             self._active.pop(job.job_id, None)

@@ -5,12 +5,16 @@ network round trip, so the job's own replica keeps its in-memory `JobEventLog` a
 `StreamMirror` copies each entry to `{p}events:{id}` from a task, in order, in
 batches. The stream entry's id is `<seq>-0`: the SSE id stays the per-job seq, and a
 reader resumes with `XREAD` from `<last seq>-0`. `XADD ... MAXLEN ~ events_max` bounds
-it; a reader whose next seq was trimmed gets one `gap` event, as from the local log.
+it by count and, like the local log's byte bound, an `XTRIM MINID` keeps it within
+`SERVING_JOB_EVENTS_MAX_BYTES` (counted as the local log counts; the newest entry
+always stays), so ten thousand 1 KB events do not sit in Redis for the job's TTL; a
+reader whose next seq was trimmed gets one `gap` event, as from the local log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +25,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from jobs.events import Gap, LogEntry
+from jobs.events import Gap, LogEntry, entry_size
 from jobs.health import StoreHealth
 
 if TYPE_CHECKING:
@@ -66,11 +70,16 @@ class StreamMirror:
         ttl_ms: str,
         after_flush: Callable[[], Awaitable[None]] | None = None,
         health: StoreHealth | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.client = client
         self.health = health
         self.key = key
         self.max_events = max_events
+        self.max_bytes = max_bytes
+        # (seq, bytes) of what the stream keeps, oldest first: for the byte bound.
+        self._kept: collections.deque[tuple[int, int]] = collections.deque()
+        self._kept_bytes = 0
         self.ttl_ms = ttl_ms
         self.after_flush = after_flush
         self._pending: list[LogEntry] = []
@@ -126,6 +135,7 @@ class StreamMirror:
                 end = end or any(e.terminal for e in batch)
                 if len(batch) > self.max_events:
                     batch = batch[-self.max_events :]
+                batch = self._within_bytes(batch)
                 continue
             if self.health is not None:
                 self.health.ok()
@@ -133,7 +143,38 @@ class StreamMirror:
                 log.warning("events_shared_again", stream=self.key)
             return end
 
+    def _within_bytes(self, batch: list[LogEntry]) -> list[LogEntry]:
+        """The newest entries of a waiting batch that fit the byte bound (at least one)."""
+        if self.max_bytes is None:
+            return batch
+        total, start = 0, len(batch)
+        while start > 0 and (start == len(batch) or total + entry_size(batch[start - 1]) <= self.max_bytes):
+            start -= 1
+            total += entry_size(batch[start])
+        return batch[start:]
+
+    def _trim_to(self, batch: list[LogEntry]) -> int | None:
+        """Account for `batch`; the first seq the stream must keep to stay within the
+        byte bound, or None when it fits."""
+        if self.max_bytes is None:
+            return None
+        kept = self._kept
+        for e in batch:
+            if kept and e.seq <= kept[-1][0]:
+                continue  # counted already: a retry of a batch a failed call may have written
+            size = entry_size(e)
+            kept.append((e.seq, size))
+            self._kept_bytes += size
+        trimmed = False
+        while self._kept_bytes > self.max_bytes and len(kept) > 1:
+            self._kept_bytes -= kept.popleft()[1]
+            trimmed = True
+        while len(kept) > self.max_events:  # MAXLEN trims these anyway
+            self._kept_bytes -= kept.popleft()[1]
+        return kept[0][0] if trimmed else None
+
     async def _write(self, batch: list[LogEntry], end: bool) -> None:
+        first_kept = self._trim_to(batch)
         async with self.client.pipeline(transaction=False) as pipe:
             for e in batch:
                 pipe.xadd(
@@ -143,6 +184,9 @@ class StreamMirror:
                     maxlen=self.max_events,
                     approximate=True,
                 )
+            if first_kept is not None:
+                # Exact: a stream holds at most events_max entries, so this trims few.
+                pipe.xtrim(self.key, minid=f"{first_kept}-0", approximate=False)
             if end:
                 pipe.pexpire(self.key, int(self.ttl_ms))
             await pipe.execute()

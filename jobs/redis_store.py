@@ -302,9 +302,16 @@ class RedisJobStore:
     def mirror(
         self, job_id: str, log: JobEventLog, after_flush: Callable[[], Awaitable[None]]
     ) -> asyncio.Task[None]:
-        # The shared log keeps as many events as the local one (SERVING_JOB_EVENTS_MAX).
+        # The shared log keeps as many events and bytes as the local one
+        # (SERVING_JOB_EVENTS_MAX, SERVING_JOB_EVENTS_MAX_BYTES).
         mirror = StreamMirror(
-            self.client, self.key("events", job_id), log.max_events, _ms(self.ttl), after_flush, self.health
+            self.client,
+            self.key("events", job_id),
+            log.max_events,
+            _ms(self.ttl),
+            after_flush,
+            self.health,
+            max_bytes=log.max_bytes,
         )
         log.listener = mirror
         return mirror.task

@@ -6,6 +6,7 @@ Usable on its own: a pipeline defined here runs in a plain script with no server
 from runtimes import memory as _memory  # noqa: F401  (registers the built-in runtimes)
 from runtimes import realtime as _realtime  # noqa: F401
 from runtimes.base import Runtime, RuntimeOptions, available_runtimes, create_runtime, register_runtime
+from runtimes.cancel import RunControl, cancelled
 from runtimes.errors import PipelineDefinitionError, RunTimeoutError, StepError, StepTimeoutError
 from runtimes.executor import DagExecutor, RunResult, RunStatus
 from runtimes.outputs import OutputError
@@ -17,6 +18,7 @@ __all__ = [
     "OutputError",
     "Pipeline",
     "PipelineDefinitionError",
+    "RunControl",
     "RunResult",
     "RunStatus",
     "RunTimeoutError",
@@ -26,6 +28,7 @@ __all__ = [
     "StepError",
     "StepTimeoutError",
     "available_runtimes",
+    "cancelled",
     "create_runtime",
     "pipeline",
     "register_runtime",

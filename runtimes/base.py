@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from runtimes.cancel import RunControl
 from runtimes.executor import EventCallback, RunResult
 from runtimes.pipeline import Pipeline
 
@@ -67,6 +68,7 @@ class Runtime(Protocol):
         run_name: str | None = None,
         timeout: float | None = None,
         on_event: EventCallback | None = None,
+        control: RunControl | None = None,
     ) -> RunResult:
         """Run once with validated parameters; see DagExecutor.run for what it raises."""
         ...

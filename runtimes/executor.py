@@ -19,6 +19,7 @@ import structlog
 
 from runtimes import events as ev
 from runtimes.cache import StepCache
+from runtimes.cancel import RunControl, current_run
 from runtimes.errors import RunTimeoutError, StepError, StepTimeoutError
 from runtimes.graph import StepNode
 from runtimes.ids import new_id
@@ -158,6 +159,12 @@ class DagExecutor:
             self._threads = StepThreads(self.max_threads)
         return self._threads
 
+    def thread_stats(self) -> dict[str, int]:
+        """Busy and abandoned step threads, for /status and /metrics."""
+        if self._threads is None:
+            return {"max": self.max_threads, "threads": 0, "busy": 0, "abandoned": 0, "abandoned_total": 0}
+        return self._threads.stats()
+
     def shutdown(self) -> None:
         """Stop the worker threads; steps still running in them finish on their own."""
         if self._threads is not None:
@@ -174,35 +181,46 @@ class DagExecutor:
         timeout: float | None = None,
         on_event: EventCallback | None = None,
         observer: RunObserver | None = None,
+        control: RunControl | None = None,
     ) -> RunResult:
         """Run the pipeline with already-validated parameters.
 
         Waits for the whole run. Step failures and a timeout come back as a RunResult
         with an error; only cancellation of the caller propagates (as CancelledError,
         after a `run_canceled` event and the cancellation of every running step).
+        A run that ended that way may leave sync steps running in their threads:
+        `control` (pass one to see it) counts them and marks the run cancelled for
+        `cancelled()`, which its steps see through the `current_run` contextvar.
         """
         run_id = run_id or new_id()
         run_name = run_name or default_run_name(pipeline.name)
         emit = _Emitter(run_id, on_event) if on_event is not None else None
         ctx = _RunContext(run_id, emit, observer) if emit or observer else None
+        if control is None:
+            control = RunControl()
         started = time.perf_counter()
         if emit:
             emit(ev.RunStarted, pipeline=pipeline.name, run_name=run_name, steps_total=len(pipeline.nodes))
+        token = current_run.set(control)
         try:
             if timeout is None:
                 results = await self._execute(pipeline, kwargs, ctx)
             else:
                 results = await self._execute_by(pipeline, kwargs, ctx, timeout)
         except asyncio.CancelledError:
+            control.cancelled = True
             if emit:
                 emit(ev.RunCanceled, reason="canceled", duration=time.perf_counter() - started)
             raise
         except (StepError, RunTimeoutError) as exc:
+            control.cancelled = True
             elapsed = time.perf_counter() - started
             if emit:
                 emit(ev.RunFailed, error=str(exc), duration=elapsed)
             status = RunStatus.timed_out if isinstance(exc, RunTimeoutError) else RunStatus.failed
             return RunResult(run_id, run_name, status, None, elapsed, str(exc), exc)
+        finally:
+            current_run.reset(token)
         elapsed = time.perf_counter() - started
         outputs = {o.key: o.handle.resolve(kwargs, results) for o in pipeline.outputs}
         if (bad := pipeline.check_outputs(outputs)) is not None:
@@ -458,15 +476,21 @@ class DagExecutor:
             return value
 
     async def _attempt(self, step: Any, args: list[Any], kw: dict[str, Any], scope: StepScope | None) -> Any:
-        if step.timeout is None:
-            return await self._call(step, args, kw, scope)
+        call = self._call(step, args, kw, scope)
         try:
-            async with asyncio.timeout(step.timeout) as deadline:
-                return await self._call(step, args, kw, scope)
-        except TimeoutError:
-            if deadline.expired():
-                raise StepTimeoutError(f"step timed out after {step.timeout:g}s") from None
-            raise
+            if step.timeout is None:
+                return await call
+            try:
+                async with asyncio.timeout(step.timeout) as deadline:
+                    return await call
+            except TimeoutError:
+                if deadline.expired():
+                    raise StepTimeoutError(f"step timed out after {step.timeout:g}s") from None
+                raise
+        finally:
+            if isinstance(call, asyncio.Future) and call.cancelled():
+                # A sync step's thread we stopped waiting for: it may still be running.
+                self.threads.abandon(call, current_run.get())
 
     def _call(self, step: Any, args: list[Any], kw: dict[str, Any], scope: StepScope | None) -> Any:
         if step.is_async:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from runtimes.base import RuntimeOptions, register_runtime
+from runtimes.cancel import RunControl
 from runtimes.executor import DagExecutor, EventCallback, RunResult
 from runtimes.pipeline import Pipeline
 
@@ -33,6 +34,7 @@ class MemoryOnlyRuntime:
         run_name: str | None = None,
         timeout: float | None = None,
         on_event: EventCallback | None = None,
+        control: RunControl | None = None,
     ) -> RunResult:
         return await self.executor.run(
             pipeline,
@@ -41,6 +43,7 @@ class MemoryOnlyRuntime:
             run_name=run_name,
             timeout=timeout,
             on_event=on_event,
+            control=control,
         )
 
 

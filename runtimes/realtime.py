@@ -26,6 +26,7 @@ from capture.sinks import Sink, sink_from_url
 from runtimes import logcapture
 from runtimes.base import RuntimeOptions, register_runtime
 from runtimes.cache import StepCache
+from runtimes.cancel import RunControl
 from runtimes.executor import DagExecutor, EventCallback, RunResult, RunStatus, default_run_name
 from runtimes.graph import StepNode
 from runtimes.ids import new_id
@@ -227,13 +228,20 @@ class RealtimeRuntime:
         run_name: str | None = None,
         timeout: float | None = None,
         on_event: EventCallback | None = None,
+        control: RunControl | None = None,
     ) -> RunResult:
         kwargs = pipeline.call_kwargs(parameters)
         known = self._states.get(id(pipeline))
         state = known[1] if known is not None and known[0] is pipeline else self._prepare(pipeline)
         if state is None:
             return await self.executor.run(
-                pipeline, kwargs, run_id=run_id, run_name=run_name, timeout=timeout, on_event=on_event
+                pipeline,
+                kwargs,
+                run_id=run_id,
+                run_name=run_name,
+                timeout=timeout,
+                on_event=on_event,
+                control=control,
             )
         run_id = run_id or new_id()
         run_name = run_name or default_run_name(pipeline.name)
@@ -254,6 +262,7 @@ class RealtimeRuntime:
                 timeout=timeout,
                 on_event=on_event,
                 observer=observer,
+                control=control,
             )
         except asyncio.CancelledError:
             self._publish(observer, parameters, None)

@@ -4,7 +4,7 @@ The user API is re-exported here: `from serving import pipeline, step`.
 """
 
 from capture import Capture
-from runtimes import Pipeline, PipelineDefinitionError, Step, StepError, pipeline, step
+from runtimes import Pipeline, PipelineDefinitionError, Step, StepError, cancelled, pipeline, step
 from runtimes.progress import progress
 from runtimes.visualize import Visualization, visualize
 
@@ -17,6 +17,7 @@ __all__ = [
     "Step",
     "StepError",
     "Visualization",
+    "cancelled",
     "invoke_deployment",
     "pipeline",
     "progress",

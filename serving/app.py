@@ -31,7 +31,13 @@ from serving.cors import with_cors
 from serving.invoke import InvokeEndpoint
 from serving.jobs_api import JobsAPI
 from serving.logs import AccessLog
-from serving.metrics import HttpMetrics, metrics_endpoint, register_jobs_collector, worker_gauges
+from serving.metrics import (
+    HttpMetrics,
+    metrics_endpoint,
+    register_jobs_collector,
+    step_thread_stats,
+    worker_gauges,
+)
 from serving.middleware import AuthMiddleware, RequestContextMiddleware
 from serving.openapi import build_openapi, docs_page, swagger_ui_path
 from serving.responses import json_response, problem_response, store_unavailable
@@ -172,6 +178,8 @@ def create_app(
             job_ttl=settings.job_ttl,
             max_jobs=settings.max_jobs,
             events_max=settings.job_events_max,
+            events_max_bytes=settings.job_events_max_bytes,
+            events_memory_max=settings.events_memory_max,
         ),
         metadata=identity,
         store=store,
@@ -228,6 +236,11 @@ def create_app(
                 "pipeline": pipeline.name,
                 "runtime": runtime.name,
                 "jobs": manager.counts(),
+                "job_events": {
+                    "retained_bytes": manager.event_budget.retained,
+                    "max_bytes": settings.events_memory_max,
+                },
+                "step_threads": step_thread_stats(runtime),
                 "job_store": await manager.store_state(),
                 **(runtime.status() if hasattr(runtime, "status") else {}),
                 "ready": state.ready,

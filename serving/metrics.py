@@ -18,8 +18,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
-from prometheus_client import REGISTRY, CollectorRegistry, Gauge
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -82,6 +82,27 @@ class JobsCollector(Collector):
         if _shared is not None:
             return  # per-worker figures: summed from the value files instead
         yield GaugeMetricFamily(
+            "serving_job_events_retained_bytes",
+            "Bytes of job events kept in memory (bounded by SERVING_EVENTS_MEMORY_MAX)",
+            value=self.manager.event_budget.retained,
+        )
+        threads = step_thread_stats(self.manager.runtime)
+        yield GaugeMetricFamily(
+            "serving_step_threads_busy",
+            "Threads running a sync step now, abandoned ones included",
+            value=threads["busy"],
+        )
+        yield GaugeMetricFamily(
+            "serving_step_threads_abandoned_running",
+            "Sync step calls still running after their run ended (timeout, cancel, client gone)",
+            value=threads["abandoned"],
+        )
+        yield CounterMetricFamily(
+            "serving_step_threads_abandoned",
+            "Sync step calls left running by a run that ended before them",
+            value=threads["abandoned_total"],
+        )
+        yield GaugeMetricFamily(
             "serving_queue_depth", "Invocations waiting for a slot", value=self.manager.limiter.queued
         )
         yield GaugeMetricFamily(
@@ -110,9 +131,50 @@ class _SharedMetrics:
             multiprocess_mode="livesum",
         )
 
+        self.threads_busy = Gauge(
+            "serving_step_threads_busy",
+            "Threads running a sync step now, abandoned ones included, all workers",
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        self.threads_abandoned = Gauge(
+            "serving_step_threads_abandoned_running",
+            "Sync step calls still running after their run ended, all workers",
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        self.abandoned_total = Counter(
+            "serving_step_threads_abandoned",
+            "Sync step calls left running by a run that ended before them, all workers",
+            registry=None,
+        )
+        self._abandoned_seen = 0
+        self.events_bytes = Gauge(
+            "serving_job_events_retained_bytes",
+            "Bytes of job events kept in memory, all workers (each bounded by SERVING_EVENTS_MEMORY_MAX)",
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+
     def publish(self, manager: JobManager) -> None:
         self.inflight.set(manager.limiter.running)
         self.queue_depth.set(manager.limiter.queued)
+        self.events_bytes.set(manager.event_budget.retained)
+        threads = step_thread_stats(manager.runtime)
+        self.threads_busy.set(threads["busy"])
+        self.threads_abandoned.set(threads["abandoned"])
+        if threads["abandoned_total"] > self._abandoned_seen:  # a counter moves by deltas
+            self.abandoned_total.inc(threads["abandoned_total"] - self._abandoned_seen)
+            self._abandoned_seen = threads["abandoned_total"]
+
+
+def step_thread_stats(runtime: object) -> dict[str, int]:
+    """The runtime's step-thread figures; zeros for a runtime without a DagExecutor."""
+    executor = getattr(runtime, "executor", None)
+    if executor is None or not hasattr(executor, "thread_stats"):
+        return {"max": 0, "threads": 0, "busy": 0, "abandoned": 0, "abandoned_total": 0}
+    stats: dict[str, int] = executor.thread_stats()
+    return stats
 
 
 _shared = _SharedMetrics(MULTIPROC_DIR) if MULTIPROC_DIR else None

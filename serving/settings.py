@@ -53,6 +53,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     job_ttl: Seconds = 3600.0
     max_jobs: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     job_events_max: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    job_events_max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 4 * MiB
+    events_memory_max: Annotated[int, msgspec.Meta(ge=1)] = 64 * MiB
     job_store: str = "memory"
     job_lease: Seconds = 10.0
     cancel_on_disconnect: bool = True

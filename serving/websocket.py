@@ -14,6 +14,12 @@ A bad message gets an `error` reply and the socket stays open; so does a message
 job store was needed for while it is away (status 503), and a subscription the store's
 loss cuts short (503, with the `job_id`: subscribe again after the last seq received). Several jobs can be
 followed at once; each is forwarded by its own task and sends are serialised.
+
+What a socket holds for a client that reads nothing is bounded like an SSE stream's:
+each forwarder awaits its send (the server awaits the transport's drain), so it holds
+one message at most, and a socket follows at most `MAX_SUBSCRIPTIONS` jobs at once
+(beyond, an `error` with status 429 and the `job_id`); everything else stays in the
+job's bounded event log, from which a reader that falls behind gets a `gap`.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from serving.jobs_api import job_links
 from serving.problems import FieldError
 
 log = structlog.get_logger("serving.websocket")
+MAX_SUBSCRIPTIONS = 100  # jobs one socket follows at once: bounds its pending sends
 _encoder = msgspec.json.Encoder()
 
 
@@ -140,6 +147,13 @@ class StreamSocket:
         await self.subscribe(job.job_id, 0)
 
     async def subscribe(self, job_id: str, after_seq: int) -> None:
+        if job_id not in self._forwarders and len(self._forwarders) >= MAX_SUBSCRIPTIONS:
+            await self.error(
+                429,
+                f"this socket already follows {MAX_SUBSCRIPTIONS} jobs; wait for one to end",
+                job_id=job_id,
+            )
+            return
         try:
             entries = await self.manager.subscribe(job_id, after_seq)
         except JobNotFound as exc:

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.anyio
 GUARD = 10.0  # seconds; a hang guard only
 
 # (make a written log with max_events, the reader of that log, wait until all is shared)
-Logs = Callable[[int], Awaitable[tuple[JobEventLog, EventLog, Callable[[], Awaitable[None]]]]]
+Logs = Callable[..., Awaitable[tuple[JobEventLog, EventLog, Callable[[], Awaitable[None]]]]]
 
 
 def progress(n: int) -> ev.Progress:
@@ -38,8 +38,8 @@ def done() -> ev.RunCompleted:
 async def logs(request: pytest.FixtureRequest) -> AsyncIterator[Logs]:
     if request.param == "memory":
 
-        async def local(max_events: int) -> Any:
-            log = JobEventLog(max_events)
+        async def local(max_events: int, max_bytes: int | None = None) -> Any:
+            log = JobEventLog(max_events, max_bytes)
 
             async def settled() -> None:
                 return None
@@ -53,7 +53,7 @@ async def logs(request: pytest.FixtureRequest) -> AsyncIterator[Logs]:
     store = RedisJobStore.from_url(f"{REDIS_URL}?prefix={prefix}")
     count = iter(range(1000))
 
-    async def shared(max_events: int) -> Any:
+    async def shared(max_events: int, max_bytes: int | None = None) -> Any:
         job_id = f"job{next(count)}"
         await store.put(
             Job(
@@ -65,7 +65,7 @@ async def logs(request: pytest.FixtureRequest) -> AsyncIterator[Logs]:
                 created_at="2026-01-01T00:00:00Z",
             )
         )
-        log = JobEventLog(max_events)
+        log = JobEventLog(max_events, max_bytes)
         mirror = store.mirror(job_id, log, lambda: asyncio.sleep(0))
 
         async def settled() -> None:
@@ -133,3 +133,17 @@ async def test_a_reader_behind_the_bounded_log_gets_one_gap_then_the_rest(logs: 
     assert gap["to_seq"] == gap["seq"] == rest[0]["seq"] - 1
     assert [e["seq"] for e in rest] == list(range(rest[0]["seq"], 502))
     assert 10 <= len(rest) < 501  # Redis trims approximately (MAXLEN ~), never below the bound
+
+
+async def test_a_byte_bounded_log_gives_a_late_reader_a_gap_then_the_newest(logs: Logs) -> None:
+    log, reader, settled = await logs(1000, 6000)
+    for _ in range(30):
+        log.append(ev.Progress(seq=0, run_id="r", ts=0.0, step="s", fraction=None, message="x" * 1000))
+    log.append(done(), terminal=True)
+    await settled()
+    events = await read_all(reader)
+    gap = events[0]
+    assert gap["type"] == "gap" and gap["from_seq"] == 1
+    kept = [e["seq"] for e in events[1:]]
+    assert 1 < len(kept) <= 5  # what fits in 6000 bytes of ~1.2 KB entries
+    assert kept == list(range(gap["to_seq"] + 1, 32)) and events[-1]["type"] == "run_completed"

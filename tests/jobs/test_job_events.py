@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from jobs import JobEventLog
+from jobs.events import EventBudget
 from runtimes import events as ev
 
 pytestmark = pytest.mark.anyio
@@ -143,3 +144,40 @@ async def test_a_chunk_json_cannot_carry_is_described_not_dropped() -> None:
     data = json.loads(entry.data)
     assert data["type"] == "chunk" and data["seq"] == 1 and data["index"] == 0
     assert data["data"].startswith("<object object")
+
+
+def big(n: int, size: int = 1000) -> ev.Progress:
+    return ev.Progress(seq=0, run_id="r", ts=0.0, step="s", fraction=None, message=f"{n:04d}" + "x" * size)
+
+
+async def test_a_log_keeps_at_most_max_bytes_and_always_its_newest_entry() -> None:
+    log = JobEventLog(max_events=1000, max_bytes=5000)
+    for i in range(20):
+        log.append(big(i))
+        assert log.retained_bytes <= 5000
+    assert 1 < log.kept < 20
+    log.append(big(20, size=10_000), terminal=True)  # larger than the bound alone
+    assert log.kept == 1 and log.retained_bytes > 5000
+    events = await read_all(log)
+    assert events[0] == {"type": "gap", "seq": 20, "from_seq": 1, "to_seq": 20}
+    assert [e["seq"] for e in events[1:]] == [21]
+
+
+async def test_the_budget_trims_the_least_recently_appended_logs_first() -> None:
+    budget = EventBudget(max_bytes=11_000)
+    old, new = JobEventLog(1000, None, budget), JobEventLog(1000, None, budget)
+    for i in range(5):
+        old.append(big(i))
+    old.append(done(), terminal=True)
+    for i in range(8):
+        new.append(big(i))
+        assert budget.retained <= 11_000
+        assert budget.retained == old.retained_bytes + new.retained_bytes
+    assert old.kept == 1  # down to its end; the active log lost nothing while old had more
+    assert new.kept == 8
+    assert [e["type"] for e in await read_all(old)] == ["gap", "run_completed"]
+    for i in range(8, 12):
+        new.append(big(i))
+    assert new.kept < 12 and budget.retained <= 11_000
+    del old  # an evicted job's log gives its bytes back once it is gone
+    assert budget.retained == new.retained_bytes

@@ -128,6 +128,8 @@ def test_prometheus_sees_the_sum_over_workers(job_store_url: str, daemon: Any, p
         assert samples['serving_request_duration_seconds_count{route="/invoke"}'] == sent
         assert samples['serving_invocations_total{mode="sync",outcome="completed"}'] == sent
         assert samples["serving_inflight"] == 0
+        assert samples["serving_step_threads_busy"] == 0  # every worker's threads, summed
+        assert samples["serving_step_threads_abandoned_total"] == 0
     prom = prometheus(d.url.removeprefix("http://"))
     got = wait_until(
         lambda: prom.query(f"sum({INVOKE})") == sent and prom.query(f"sum({INVOKE})"),
