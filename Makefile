@@ -3,6 +3,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIPELINE ?= examples/hello.py:hello
+# Touched after a successful install: targets reinstall only when pyproject.toml is newer.
+INSTALLED := $(VENV)/.installed
 
 .PHONY: install run test bench lint
 
@@ -10,8 +12,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-install: $(BIN)/python
+$(INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)
 
 run: install
 	SERVING_PIPELINE=$(PIPELINE) $(BIN)/python -m serving

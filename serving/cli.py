@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
 import structlog
 
-from serving.cli_common import EXIT_FAILED, EXIT_USAGE, fail
+from serving.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, fail
 from serving.settings import SettingsError, load_settings
 
 
@@ -211,11 +210,15 @@ def runtime_name(settings: Any, pipeline: Any) -> str:
     return str(settings.runtime)
 
 
-def build_parser(full: bool = True) -> argparse.ArgumentParser:
+def build_parser(full: bool = True) -> Parser:
     """The CLI. `full=False` leaves out the management commands, whose imports (rich,
     httpx, the registry) would otherwise slow every daemon start."""
-    parser = argparse.ArgumentParser(prog="serving", description="Serve a Python pipeline over HTTP.")
-    sub = parser.add_subparsers(dest="command")
+    parser = Parser(
+        prog="serving",
+        description="Serve a Python pipeline over HTTP.",
+        epilog="`serving serve` (or `python -m serving`) starts the daemon; the other commands manage it.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     srv = sub.add_parser("serve", help="run the daemon (settings from SERVING_* variables)")
     srv.add_argument("pipeline", nargs="?", help="module:attr or path/file.py:attr (SERVING_PIPELINE)")
     srv.add_argument("--host", help="SERVING_HOST")
@@ -237,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in (None, "serve"):
+    if args.command is None:  # bare `serving`: say what it can do; starting a daemon is `serve`
+        parser.print_help()
+        return EXIT_OK
+    if args.command == "serve":
         overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
         return serve(overrides)
     if args.command == "runs":

@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import NoReturn
 
 # 0 done, 1 the operation failed, 2 a usage error (the README promises these).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -22,6 +23,25 @@ def fail(message: str, status: int = EXIT_FAILED) -> int:
     plain `print`, never rich, so a long message is not wrapped across lines."""
     print(f"serving: error: {message}", file=sys.stderr)
     return status
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the README's promise kept: a usage error is one line (argparse
+    prints the whole usage first), and a command group called without its verb lists
+    the verbs instead of naming an internal `dest`. Sub-parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        verbs = self.verbs()
+        if verbs and message.startswith("the following arguments are required"):
+            message = f"which one? give a command: {', '.join(verbs)}"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def verbs(self) -> list[str]:
+        """The sub-commands of this parser, if it is a command group."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return list(action.choices)
+        return []
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

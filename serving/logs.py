@@ -120,9 +120,9 @@ class AccessLog:
         self, method: str, path: str, status: int, duration_ms: float, client: str, request_id: str
     ) -> None:
         if not self.json:
-            self._log.info(
-                "request", method=method, path=path, status=status, duration_ms=duration_ms, client=client
-            )
+            # What a person scans for leads the line (status, method, path, duration);
+            # JSON lines keep the `request` event with the same fields, for machines.
+            self._log.info(f"{status} {method} {path} {duration_ms:.1f}ms", client=client)
             return
         line = _encoder.encode(
             {

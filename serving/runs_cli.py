@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from capture.readers import ReaderError, RunReader, StoredRun, reader_from_url
+from capture.sinks import display_url
 from serving.cli_common import EXIT_FAILED, EXIT_OK, fail, int_at_least, styled_status, when
 from serving.settings import Settings
 
@@ -63,6 +64,9 @@ def list_runs(args: argparse.Namespace, settings: Settings, console: Console) ->
     if args.output == "json":
         print(json.dumps([_as_json(run) for run in rows], ensure_ascii=False))
         return EXIT_OK
+    if not rows:  # a sentence, not an empty table a reader has to decode
+        console.print(_no_runs(args, settings), markup=False, soft_wrap=True)
+        return EXIT_OK
     table = Table(title=f"Runs ({len(rows)} shown, newest first)", title_justify="left")
     table.add_column("RUN ID", no_wrap=True)
     table.add_column("PIPELINE")
@@ -79,6 +83,14 @@ def list_runs(args: argparse.Namespace, settings: Settings, console: Console) ->
         )
     console.print(table)
     return EXIT_OK
+
+
+def _no_runs(args: argparse.Namespace, settings: Settings) -> str:
+    store = display_url(args.url or settings.effective_capture_url)
+    filters = [f"{k} {getattr(args, k)!r}" for k in ("status", "pipeline") if getattr(args, k)]
+    if filters:
+        return f"No run with {' and '.join(filters)} in {store}; `serving runs list` shows every run."
+    return f"No runs in {store} yet; invoke a pipeline and its runs show here."
 
 
 def show_run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -144,10 +156,12 @@ STORE_HELP = (
 
 def add_parser(sub: Any) -> None:
     runs = sub.add_parser("runs", help="inspect captured runs (a SQLite or PostgreSQL capture store)")
-    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
     ls = runs_sub.add_parser("list", help="recent runs, newest first")
     ls.add_argument("--limit", type=int_at_least(1), default=20, help="how many (default 20)")
-    ls.add_argument("--status", choices=["completed", "failed", "timed_out", "canceled"])
+    ls.add_argument(
+        "--status", choices=["completed", "failed", "timed_out", "canceled"], help="only runs that ended so"
+    )
     ls.add_argument("--pipeline", help="only this pipeline")
     ls.add_argument("--url", "--db", dest="url", help=STORE_HELP)
     ls.add_argument("--output", choices=["table", "json"], default="table", help="table (default) or json")

@@ -9,18 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from serving.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, int_at_least, styled_status, when
 from serving.deploy.client import ServingError
 from serving.deploy.deployers import DeployError, available_flavors
 from serving.deploy.deployments import Deployments, DeployOptions
+from serving.deploy.names import InvalidNameError, validate_name
 from serving.deploy.registry import Deployment, DeploymentStatus, RegistryError, Snapshot
 from serving.deploy.render import TARGETS, RenderError, RenderOptions, cloud_run, render, spec_for, write
 from serving.deploy.snapshots import SnapshotError
@@ -141,9 +144,13 @@ def example_parameters(snap: Snapshot) -> dict[str, Any]:
 
 
 def cmd_describe(svc: Deployments, a: argparse.Namespace) -> int:
+    if a.key_only:  # for `export SERVING_AUTH_KEY=$(...)`: the key alone, or nothing
+        dep = svc.get(a.name)
+        if dep.auth_key:
+            print(dep.auth_key)
+        return EXIT_OK
     dep = svc.refresh(a.name)
     snap = _snapshot_or_none(svc, dep)
-    grid = Table.grid(padding=(0, 2))
     key = dep.auth_key if a.show_secret else ("set (--show-secret to print)" if dep.auth_key else "none")
     rows = [
         ("Deployment", f"{dep.name} ({dep.id})"),
@@ -160,9 +167,11 @@ def cmd_describe(svc: Deployments, a: argparse.Namespace) -> int:
         ("Created", when(dep.created_at)),
         ("Updated", when(dep.updated_at)),
     ]
+    width = max(len(label) for label, _ in rows) + 2
     for label, value in rows:
-        grid.add_row(f"[bold]{label}[/]", value)
-    out.print(grid)
+        # One line each, never folded: ids, paths and URLs are what a reader copies.
+        shown = value if label == "Status" else escape(value)
+        out.print(f"[bold]{label}[/]{' ' * (width - len(label))}{shown}", soft_wrap=True)
     if snap is not None:
         params = example_parameters(snap)
         cli_args = " ".join(
@@ -170,10 +179,18 @@ def cmd_describe(svc: Deployments, a: argparse.Namespace) -> int:
         )
         auth = ""
         if dep.auth_key:
-            shown = dep.auth_key if a.show_secret else "$SERVING_AUTH_KEY"
-            auth = f" -H 'Authorization: Bearer {shown}'"
+            # Double quotes, so the shell expands the variable; a shown key is quoted as is.
+            header = shlex.quote(f"Authorization: Bearer {dep.auth_key}")
+            auth = f" -H {header}" if a.show_secret else ' -H "Authorization: Bearer $SERVING_AUTH_KEY"'
         body = json.dumps({"parameters": params})
         out.print("\n[bold]Invoke[/]")
+        if dep.auth_key and not a.show_secret:
+            out.print(
+                f"  export SERVING_AUTH_KEY=$(serving deployment describe {dep.name}"
+                " --show-secret --key-only)",
+                markup=False,
+                soft_wrap=True,
+            )
         out.print(f"  serving deployment invoke {dep.name} {cli_args}".rstrip(), markup=False, soft_wrap=True)
         out.print(
             f"  curl -s {dep.url}/invoke -H 'content-type: application/json'{auth} -d {shlex.quote(body)}",
@@ -186,7 +203,8 @@ def cmd_describe(svc: Deployments, a: argparse.Namespace) -> int:
             out.print("[bold]Output schema[/]")
             out.print_json(data=snap.output_schema)
     out.print("\n[bold]Manage[/]")
-    for verb in ("logs -f", "refresh", "deprovision", "delete"):
+    running = dep.status in (DeploymentStatus.RUNNING, DeploymentStatus.PENDING)
+    for verb in ("logs -f", "refresh", "deprovision" if running else "provision", "delete"):
         out.print(f"  serving deployment {verb} {dep.name}", markup=False)
     return EXIT_OK
 
@@ -262,19 +280,31 @@ def cmd_invoke(svc: Deployments, a: argparse.Namespace, extra: list[str]) -> int
     dep = svc.get(a.name)
     snap = svc.registry.get_snapshot(dep.snapshot_id)
     params = parse_params(extra, snap)
+    if dep.status == DeploymentStatus.ABSENT and not dep.flavor_data.get("pid"):
+        raise DeployError(
+            f"deployment {dep.name!r} is deprovisioned;"
+            f" start it with `serving deployment provision {dep.name}`"
+        )
     with svc.client(dep.id) as client:
         if not (a.async_ or a.wait or a.stream):
             reply = client.invoke(params, timeout=a.timeout)
             out.print_json(data=reply["outputs"])
             return EXIT_OK
         job = client.submit(params)
+        job_id = job["job_id"]
         if a.async_ and not (a.wait or a.stream):
-            out.print(f"Job {job['job_id']} {job['status']}: {dep.url}{job['location']}", markup=False)
+            print(f"Job {job_id} {job['status']}: {dep.url}{job['location']}", flush=True)  # never wrapped
             return EXIT_OK
-        if a.stream:
-            for event in client.stream(job["job_id"]):
-                out.print(_event_line(event), markup=False)
-        final = client.wait(job["job_id"], timeout=a.timeout)
+        # stderr: stdout stays the outputs (and events), for scripts
+        print(f"Job {job_id} {job['status']}: {dep.url}{job['location']}", file=sys.stderr, flush=True)
+        try:
+            if a.stream:
+                for event in client.stream(job_id):
+                    print(_event_line(event), flush=True)
+            final = client.wait(job_id, timeout=a.timeout)
+        except KeyboardInterrupt:
+            print(_interrupted(dep, job_id), file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
     result = final.get("result") or {}
     if final["status"] != "completed":
         raise DeployError(
@@ -284,9 +314,31 @@ def cmd_invoke(svc: Deployments, a: argparse.Namespace, extra: list[str]) -> int
     return EXIT_OK
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+def _interrupted(dep: Deployment, job_id: str) -> str:
+    """The one line Ctrl-C leaves: the job goes on in the daemon, so say how to reach it."""
+    auth = ' -H "Authorization: Bearer $SERVING_AUTH_KEY"' if dep.auth_key else ""
+    return (
+        f"serving: interrupted; job {job_id} is still running."
+        f" Follow it: curl -sN{auth} {dep.url}/stream/{job_id}"
+        f" | cancel it: curl -s -X POST{auth} {dep.url}/jobs/{job_id}/cancel"
+    )
+
+
 def _event_line(event: dict[str, Any]) -> str:
-    details = [f"{k}={v}" for k, v in event.items() if k not in ("type", "seq", "run_id", "ts")]
+    details = [f"{k}={_readable(k, v)}" for k, v in event.items() if k not in ("type", "seq", "run_id", "ts")]
     return f"[{event.get('seq')}] {event.get('type')} " + " ".join(details)
+
+
+def _readable(key: str, value: Any) -> str:
+    """A float as a person reads it: durations in ms or s, other fractions to 3 places."""
+    if not isinstance(value, float):
+        return str(value)
+    if "duration" in key or key.endswith("time"):
+        return f"{value * 1000:.1f}ms" if value < 1 else f"{value:.2f}s"
+    return f"{round(value, 3):g}"
 
 
 def cmd_logs(svc: Deployments, a: argparse.Namespace) -> int:
@@ -315,7 +367,8 @@ def cmd_delete(svc: Deployments, a: argparse.Namespace) -> int:
 
 def cmd_refresh(svc: Deployments, a: argparse.Namespace) -> int:
     dep = svc.refresh(a.name)
-    out.print(f"Deployment [bold]{dep.name}[/] is {styled_status(dep.status)}")
+    status = styled_status(dep.status)
+    out.print(f"Deployment [bold]{dep.name}[/] is {status}{escape(_next_step(dep))}", soft_wrap=True)
     return EXIT_OK if dep.status != DeploymentStatus.ERROR else EXIT_FAILED
 
 
@@ -360,7 +413,50 @@ def cmd_render(svc: Deployments, a: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _next_step(dep: Deployment) -> str:
+    """What to run next for a deployment that does not serve: no status is a dead end."""
+    if dep.status == DeploymentStatus.ABSENT:
+        return f"; start it with `serving deployment provision {dep.name}`"
+    if dep.status == DeploymentStatus.ERROR:
+        return (
+            f"; its process is gone: see `serving deployment logs {dep.name}`,"
+            f" then `serving deployment provision {dep.name}`"
+        )
+    if dep.status == DeploymentStatus.PENDING:
+        return f"; it is starting (or not ready): `serving deployment logs {dep.name} -f`"
+    return ""
+
+
+def cmd_provision(svc: Deployments, a: argparse.Namespace) -> int:
+    dep = svc.refresh(a.name)
+    if dep.status in (DeploymentStatus.RUNNING, DeploymentStatus.PENDING):
+        out.print(f"Deployment [bold]{dep.name}[/] is already {styled_status(dep.status)} at {dep.url}")
+        return EXIT_OK
+    with _Spinner(f"provisioning {a.name!r}") as progress:
+        dep = svc.provision(dep.id, port=a.port, progress=progress)
+    _deployed(dep)
+    return EXIT_OK
+
+
+def cmd_snapshot_delete(svc: Deployments, a: argparse.Namespace) -> int:
+    snap = svc.delete_snapshot(a.snapshot)
+    out.print(f"Snapshot [bold]{escape(snap.name)}[/] ({snap.id}) deleted", soft_wrap=True)
+    return EXIT_OK
+
+
 # -- argparse -------------------------------------------------------------------------------
+
+
+def _name_arg(text: str) -> str:
+    """argparse type for a new deployment's name: a bad one is a usage error saying why."""
+    try:
+        return validate_name(text)
+    except InvalidNameError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+NAME_HELP = "deployment name: lowercase letters, digits and '-', at most 63 characters"
+EXISTING_HELP = "the deployment's name (or id); `serving deployment list` shows them"
 
 
 def _add_deploy_options(p: argparse.ArgumentParser) -> None:
@@ -369,10 +465,12 @@ def _add_deploy_options(p: argparse.ArgumentParser) -> None:
     keys.add_argument("--auth-key", help="require this bearer token")
     keys.add_argument("--generate-auth-key", action="store_true", help="require a generated bearer token")
     p.add_argument("--update", action="store_true", help="replace an existing deployment of that name")
+    flavors = available_flavors()
     p.add_argument(
         "--flavor",
         default="local",
-        help=f"deployer flavor: {', '.join(available_flavors())} (default: local)",
+        metavar="{" + ",".join(flavors) + "}",
+        help=f"where it runs: one of {', '.join(flavors)} (default: local)",
     )
 
 
@@ -411,14 +509,14 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: Any) -> None:
     pipe = sub.add_parser("pipeline", help="deploy pipelines and manage snapshots")
-    pipe_sub = pipe.add_subparsers(dest="pipeline_command", required=True)
+    pipe_sub = pipe.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
     deploy = pipe_sub.add_parser("deploy", help="snapshot a pipeline and run it as a deployment")
     deploy.add_argument("source", help="module:attr or path/file.py:attr")
-    deploy.add_argument("--name", required=True, help="deployment name")
+    deploy.add_argument("--name", required=True, type=_name_arg, help=NAME_HELP)
     _add_deploy_options(deploy)
     deploy.set_defaults(handler=cmd_pipeline_deploy)
-    snap = pipe_sub.add_parser("snapshot", help="create, list and deploy snapshots")
-    snap_sub = snap.add_subparsers(dest="snapshot_command", required=True)
+    snap = pipe_sub.add_parser("snapshot", help="create, list, deploy and delete snapshots")
+    snap_sub = snap.add_subparsers(dest="snapshot_command", required=True, metavar="COMMAND")
     create = snap_sub.add_parser("create", help="freeze a pipeline's code and schemas")
     create.add_argument("source", help="module:attr or path/file.py:attr")
     create.add_argument("--name", required=True, help="snapshot name")
@@ -426,32 +524,46 @@ def add_parsers(sub: Any) -> None:
     snap_sub.add_parser("list", help="all snapshots").set_defaults(handler=cmd_snapshot_list)
     sdeploy = snap_sub.add_parser("deploy", help="run a snapshot as a deployment")
     sdeploy.add_argument("snapshot", help="snapshot name or id")
-    sdeploy.add_argument("--deployment", required=True, help="deployment name")
+    sdeploy.add_argument("--deployment", required=True, type=_name_arg, help=NAME_HELP)
     _add_deploy_options(sdeploy)
     sdeploy.set_defaults(handler=cmd_snapshot_deploy)
+    sdelete = snap_sub.add_parser("delete", help="remove a snapshot and its code (refused while deployed)")
+    sdelete.add_argument("snapshot", help="snapshot name or id (`serving pipeline snapshot list`)")
+    sdelete.set_defaults(handler=cmd_snapshot_delete)
 
     dep = sub.add_parser("deployment", help="list, describe, invoke and manage deployments")
-    dep_sub = dep.add_subparsers(dest="deployment_command", required=True)
+    dep_sub = dep.add_subparsers(dest="deployment_command", required=True, metavar="COMMAND")
     dep_sub.add_parser("list", help="all deployments and their observed status").set_defaults(
         handler=cmd_list
     )
     describe = dep_sub.add_parser("describe", help="status, endpoint, examples, schemas")
-    describe.add_argument("name")
+    describe.add_argument("name", help=EXISTING_HELP)
     describe.add_argument(
         "--show-schema", action="store_true", help="print the input and output JSON Schemas"
     )
     describe.add_argument("--show-secret", action="store_true", help="print the auth key")
+    describe.add_argument(
+        "--key-only", action="store_true", help="print only the auth key (nothing if none), for scripts"
+    )
     describe.set_defaults(handler=cmd_describe)
-    invoke = dep_sub.add_parser("invoke", help="run it: serving deployment invoke NAME --param=value ...")
-    invoke.add_argument("name")
+    invoke = dep_sub.add_parser(
+        "invoke",
+        help="run it: serving deployment invoke NAME --param=value ...",
+        usage="serving deployment invoke NAME [--PARAM=VALUE ...]"
+        " [--async | --wait | --stream] [--timeout S]",
+        description="Run the deployment's pipeline. Its parameters go as --name=value (or --name value),"
+        " one per parameter, typed by its input schema: numbers, true/false, JSON for lists and"
+        " objects. `serving deployment describe NAME` shows an example.",
+    )
+    invoke.add_argument("name", help=EXISTING_HELP)
     invoke.add_argument("--async", dest="async_", action="store_true", help="submit a job and print its id")
     invoke.add_argument("--wait", action="store_true", help="submit a job and wait for its result")
     invoke.add_argument("--stream", action="store_true", help="submit a job and print its events live")
     invoke.add_argument("--timeout", type=float, help="seconds to wait for the result")
     invoke.set_defaults(handler=cmd_invoke, takes_extra=True)
     logs = dep_sub.add_parser("logs", help="the daemon's log")
-    logs.add_argument("name")
-    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("name", help=EXISTING_HELP)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C stops)")
     logs.add_argument("--tail", type=int_at_least(0), help="only the last N lines (0: none, with --follow)")
     logs.set_defaults(handler=cmd_logs)
     for verb, helptext, fn in (
@@ -459,20 +571,34 @@ def add_parsers(sub: Any) -> None:
         ("refresh", "probe the process and record its status", cmd_refresh),
     ):
         p = dep_sub.add_parser(verb, help=helptext)
-        p.add_argument("name")
+        p.add_argument("name", help=EXISTING_HELP)
         p.set_defaults(handler=fn)
     rend = dep_sub.add_parser(
         "render", help="write what a platform applies: Kubernetes manifests, Cloud Run YAML, App Runner JSON"
     )
-    rend.add_argument("name")
+    rend.add_argument("name", help=EXISTING_HELP)
     rend.add_argument("--flavor", required=True, choices=list(TARGETS), help="the platform")
     rend.add_argument("-o", "--output", metavar="DIR", help="write the files into DIR (default: print them)")
     _add_render_options(rend)
     rend.set_defaults(handler=cmd_render)
-    delete = dep_sub.add_parser("delete", help="remove it from the registry")
-    delete.add_argument("name")
+    provision = dep_sub.add_parser("provision", help="start it again from its snapshot (after deprovision)")
+    provision.add_argument("name", help=EXISTING_HELP)
+    provision.add_argument("--port", type=int, help="port to use (default: its previous one if free)")
+    provision.set_defaults(handler=cmd_provision)
+    delete = dep_sub.add_parser("delete", help="remove it, its log folder and the snapshots made for it")
+    delete.add_argument("name", help=EXISTING_HELP)
     delete.add_argument("--force", action="store_true", help="deprovision first if it is running")
     delete.set_defaults(handler=cmd_delete)
+
+
+def _unreachable(svc: Deployments, name: str, exc: httpx.HTTPError) -> str:
+    """Why a deployment did not answer, and the command that helps (not just `refresh`)."""
+    try:
+        dep = svc.refresh(name)
+    except Exception:  # the registry itself is the problem: say what we know
+        return f"cannot reach deployment {name!r}: {exc}"
+    hint = _next_step(dep) or f"; it is RUNNING again, retry (`serving deployment logs {dep.name}`)"
+    return f"cannot reach deployment {name!r} at {dep.url}: {exc}; it is {dep.status}{hint}"
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -483,14 +609,12 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         if extra:
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
         return int(args.handler(svc, args))
-    except (UsageError, RenderError) as exc:
+    except (UsageError, RenderError, InvalidNameError) as exc:
         return fail(str(exc), EXIT_USAGE)
     except (RegistryError, SnapshotError, DeployError, PipelineLoadError, ServingError) as exc:
         return fail(str(exc), EXIT_FAILED)
     except httpx.HTTPError as exc:
-        name = getattr(args, "name", "?")
-        hint = f"check `serving deployment refresh {name}`"
-        return fail(f"cannot reach deployment {name!r}: {exc}; {hint}", EXIT_FAILED)
+        return fail(_unreachable(svc, getattr(args, "name", "?"), exc), EXIT_FAILED)
     except OSError as exc:
         return fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:

@@ -4,7 +4,9 @@ deployer acts, so a concurrent `serving deployment list` sees PENDING, not nothi
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +16,9 @@ import msgspec
 
 from serving.deploy.client import ServingClient
 from serving.deploy.deployers import DeployError, get_deployer
+from serving.deploy.names import validate_name
 from serving.deploy.registry import Deployment, DeploymentStatus, Registry, RegistryError, Snapshot, new_uuid
-from serving.deploy.snapshots import create_snapshot, unique_snapshot_name
+from serving.deploy.snapshots import create_snapshot, delete_snapshot, unique_snapshot_name
 from serving.settings import load_settings
 
 Progress = Callable[[str], None]
@@ -74,10 +77,12 @@ class Deployments:
         """Snapshot `source` and run it as deployment `name`; raises RegistryError,
         PipelineLoadError or DeployError with a one-line message."""
         options = options or DeployOptions()
+        validate_name(name)
         self._refuse_existing(name, options.update)
         get_deployer(options.flavor, self.home)  # an unknown flavor fails before a snapshot is made
         progress(f"snapshotting {source}")
-        snapshot = create_snapshot(self.registry, unique_snapshot_name(self.registry, name), source)
+        snap_name = unique_snapshot_name(self.registry, name)
+        snapshot = create_snapshot(self.registry, snap_name, source, created_for=name)
         return self.deploy_snapshot(snapshot.id, name, options, progress=progress)
 
     def _refuse_existing(self, name: str, update: bool) -> Deployment | None:
@@ -98,6 +103,7 @@ class Deployments:
     ) -> Deployment:
         """Run snapshot `snapshot` (name or id) as deployment `name`; raises as `deploy`."""
         options = options or DeployOptions()
+        validate_name(name)
         port, auth_key, flavor = options.port, options.auth_key, options.flavor
         snap = self.registry.get_snapshot(snapshot)
         existing = self._refuse_existing(name, options.update)
@@ -154,6 +160,32 @@ class Deployments:
             self.registry.put_deployment(dep)
         return dep
 
+    def provision(
+        self, name_or_id: str, *, port: int | None = None, progress: Progress = _quiet
+    ) -> Deployment:
+        """Start a deployment that is not running (deprovisioned, or its process died)
+        again from its snapshot, with its auth key and, when free, its old port; one that
+        is running is left alone. Raises RegistryError or DeployError."""
+        dep = self.refresh(name_or_id)
+        if dep.status in (DeploymentStatus.RUNNING, DeploymentStatus.PENDING):
+            return dep
+        snap = self.registry.get_snapshot(dep.snapshot_id)
+        deployer = get_deployer(dep.flavor, self.home)
+        if dep.flavor_data.get("pid"):  # ERROR: whatever is left of the old process goes first
+            dep = deployer.deprovision(dep, progress=progress)
+        if port is None:
+            port = _previous_port(dep)
+        dep.status = DeploymentStatus.PENDING
+        self.registry.put_deployment(dep)
+        try:
+            dep = deployer.provision(dep, snap, port=port, progress=progress)
+        except DeployError:
+            dep.status = DeploymentStatus.ERROR if dep.flavor_data.get("pid") else DeploymentStatus.ABSENT
+            self.registry.put_deployment(dep)
+            raise
+        self.registry.put_deployment(dep)
+        return dep
+
     def deprovision(self, name_or_id: str, progress: Progress = _quiet) -> Deployment:
         dep = self.registry.get_deployment(name_or_id)
         dep = get_deployer(dep.flavor, self.home).deprovision(dep, progress=progress)
@@ -165,12 +197,24 @@ class Deployments:
         if dep.status in (DeploymentStatus.RUNNING, DeploymentStatus.PENDING):
             if not force:
                 raise RegistryError(
-                    f"deployment {dep.name!r} is {dep.status}; deprovision it first or pass --force"
+                    f"deployment {dep.name!r} is {dep.status}; stop it first"
+                    f" (`serving deployment deprovision {dep.name}`) or pass --force"
                 )
             dep = self.deprovision(dep.id, progress)
         elif dep.flavor_data.get("pid"):
             dep = self.deprovision(dep.id, progress)  # an ERROR'd one may have left a process
         self.registry.delete_deployment(dep.id)
+        # What the deployment owned: its folder (the daemon's log) and the snapshots
+        # `pipeline deploy` made for it that no other deployment uses.
+        shutil.rmtree(self.home / "deployments" / dep.id, ignore_errors=True)
+        for snap in self.registry.list_snapshots():
+            if snap.created_for == dep.name:
+                with contextlib.suppress(RegistryError):  # another deployment uses it: it stays
+                    delete_snapshot(self.registry, snap.id)
+
+    def delete_snapshot(self, name_or_id: str) -> Snapshot:
+        """Remove a snapshot and its frozen code; refused while a deployment uses it."""
+        return delete_snapshot(self.registry, name_or_id)
 
     def logs(self, name_or_id: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
         """The deployment's log lines: all, or the last `tail` (0: none, for `follow`).
@@ -185,5 +229,19 @@ class Deployments:
     def client(self, name_or_id: str) -> ServingClient:
         dep = self.registry.get_deployment(name_or_id)
         if not dep.url:
-            raise DeployError(f"deployment {dep.name!r} has no URL (status {dep.status})")
+            raise DeployError(
+                f"deployment {dep.name!r} has no URL (status {dep.status});"
+                f" start it with `serving deployment provision {dep.name}`"
+            )
         return ServingClient(dep.url, auth_key=dep.auth_key)
+
+
+def _previous_port(dep: Deployment) -> int | None:
+    """The port a local deployment had, if it is still free: its URL stays the same
+    across a deprovision and provision; a taken one gets a new port, not a failure."""
+    port = dep.flavor_data.get("port")
+    if dep.flavor != "local" or not port:
+        return None
+    from serving.deploy.deployers.local import port_free
+
+    return int(port) if port_free(int(port)) else None

@@ -43,6 +43,9 @@ class Snapshot(msgspec.Struct, kw_only=True):
     output_schema: dict[str, Any]
     capture: dict[str, Any]
     created_at: float
+    # The deployment a `pipeline deploy` made it for: deleting that deployment deletes it
+    # too (when nothing else uses it). None for snapshots a user made by name.
+    created_for: str | None = None
 
 
 class Deployment(msgspec.Struct, kw_only=True):
@@ -117,7 +120,9 @@ class Registry:
                 "SELECT data FROM snapshots WHERE id = ? OR name = ?", (name_or_id, name_or_id)
             ).fetchone()
         if row is None:
-            raise RegistryError(f"no snapshot named or with id {name_or_id!r}")
+            raise RegistryError(
+                f"no snapshot named or with id {name_or_id!r}; `serving pipeline snapshot list` shows them"
+            )
         return msgspec.json.decode(row[0], type=Snapshot)
 
     def list_snapshots(self) -> list[Snapshot]:
@@ -127,14 +132,42 @@ class Registry:
         return sorted(snaps, key=lambda s: s.created_at, reverse=True)
 
     def delete_snapshot(self, snap_id: str) -> None:
+        """Forget a snapshot no deployment uses; raises RegistryError naming the users.
+
+        The check and the delete are one write transaction, and `put_deployment` checks
+        that its snapshot exists in its own, so a deploy racing this delete either sees
+        the snapshot gone or keeps it in use: never a deployment without its snapshot.
+        """
         with self._write() as conn:
+            users = sorted(d.name for d in self._deployments(conn) if d.snapshot_id == snap_id)
+            if users:
+                names = ", ".join(repr(u) for u in users)
+                raise RegistryError(
+                    f"snapshot {self._snapshot_name(conn, snap_id)!r} is used by deployment {names};"
+                    f" delete it first (`serving deployment delete {users[0]}`)"
+                )
             conn.execute("DELETE FROM snapshots WHERE id = ?", (snap_id,))
+
+    @staticmethod
+    def _snapshot_name(conn: sqlite3.Connection, snap_id: str) -> str:
+        row = conn.execute("SELECT name FROM snapshots WHERE id = ?", (snap_id,)).fetchone()
+        return str(row[0]) if row else snap_id
+
+    @staticmethod
+    def _deployments(conn: sqlite3.Connection) -> list[Deployment]:
+        rows = conn.execute("SELECT data FROM deployments").fetchall()
+        return [msgspec.json.decode(r[0], type=Deployment) for r in rows]
 
     # -- deployments -------------------------------------------------------------------
 
     def put_deployment(self, dep: Deployment) -> None:
         dep.updated_at = time.time()
         with self._write() as conn:
+            if conn.execute("SELECT 1 FROM snapshots WHERE id = ?", (dep.snapshot_id,)).fetchone() is None:
+                raise RegistryError(
+                    f"snapshot {dep.snapshot_id!r} of deployment {dep.name!r} no longer exists"
+                    " (deleted meanwhile?); deploy again"
+                )
             try:
                 conn.execute(
                     "INSERT INTO deployments VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -154,13 +187,14 @@ class Registry:
     def get_deployment(self, name_or_id: str) -> Deployment:
         dep = self.find_deployment(name_or_id)
         if dep is None:
-            raise RegistryError(f"no deployment named or with id {name_or_id!r}")
+            raise RegistryError(
+                f"no deployment named or with id {name_or_id!r}; `serving deployment list` shows them"
+            )
         return dep
 
     def list_deployments(self) -> list[Deployment]:
         with self._conn() as conn:
-            rows = conn.execute("SELECT data FROM deployments").fetchall()
-        deps = [msgspec.json.decode(r[0], type=Deployment) for r in rows]
+            deps = self._deployments(conn)
         return sorted(deps, key=lambda d: d.name)
 
     def delete_deployment(self, dep_id: str) -> None:

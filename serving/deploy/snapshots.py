@@ -119,8 +119,9 @@ def freeze_tree(root: Path, target: Path, home: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def create_snapshot(registry: Registry, name: str, source: str) -> Snapshot:
-    """Load `source`, then record and store a snapshot named `name`.
+def create_snapshot(registry: Registry, name: str, source: str, created_for: str | None = None) -> Snapshot:
+    """Load `source`, then record and store a snapshot named `name` (made for deployment
+    `created_for`, which then owns it, or by the user when None).
 
     Raises PipelineLoadError (bad source), SnapshotError (code cannot be frozen) or
     RegistryError (name taken).
@@ -158,12 +159,22 @@ def create_snapshot(registry: Registry, name: str, source: str) -> Snapshot:
             output_schema=pipeline.output_schema(),
             capture=msgspec.structs.asdict(pipeline.capture),
             created_at=time.time(),
+            created_for=created_for,
         )
         registry.put_snapshot(snapshot)
     except BaseException:
         shutil.rmtree(snap_dir, ignore_errors=True)
         raise
     return snapshot
+
+
+def delete_snapshot(registry: Registry, name_or_id: str) -> Snapshot:
+    """Forget a snapshot no deployment uses and remove its frozen code; raises
+    RegistryError (unknown, or in use: the message names the deployments)."""
+    snap = registry.get_snapshot(name_or_id)
+    registry.delete_snapshot(snap.id)
+    shutil.rmtree(registry.home / "snapshots" / snap.id, ignore_errors=True)
+    return snap
 
 
 def unique_snapshot_name(registry: Registry, base: str) -> str:

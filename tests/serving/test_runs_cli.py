@@ -87,8 +87,14 @@ def test_runs_list_filters(store: Store) -> None:
     limited = cli("runs", "list", "--limit", "1", home=store.home)
     assert "Runs (1 shown" in limited.stdout and store.failed[-1][-12:] in limited.stdout
 
-    other = cli("runs", "list", "--pipeline", "no-such-pipeline", home=store.home)
-    assert other.returncode == 0 and "Runs (0 shown" in other.stdout
+    # no match: a sentence naming the filter and the store, not an empty table
+    other = cli("runs", "list", "--pipeline", "no-such-pipeline", "--status", "failed", home=store.home)
+    assert other.returncode == 0, other.stderr
+    [sentence] = other.stdout.splitlines()
+    assert sentence.startswith("No run with status 'failed' and pipeline 'no-such-pipeline' in sqlite:")
+    assert f"{store.home / 'runs.db'}; `serving runs list` shows every run." in sentence
+    as_json = cli("runs", "list", "--pipeline", "no-such-pipeline", "--output", "json", home=store.home)
+    assert json.loads(as_json.stdout) == []
 
 
 def test_runs_list_db_option(store: Store, tmp_path: Path) -> None:

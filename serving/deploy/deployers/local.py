@@ -30,7 +30,7 @@ READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0  # the daemon's default graceful timeout (30 s) plus its capture flush
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -89,7 +89,7 @@ class LocalDeployer:
         self, deployment: Deployment, snapshot: Snapshot, *, port: int | None, progress: Progress
     ) -> Deployment:
         if port is not None:
-            if not _port_free(port):
+            if not port_free(port):
                 raise DeployError(f"port {port} is already in use on {HOST}; pick another or omit --port")
         else:
             port = _free_port()
