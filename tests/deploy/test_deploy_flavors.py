@@ -6,7 +6,7 @@ import pytest
 from deploy_helpers import SHOUT, Home, failure
 
 
-@pytest.mark.parametrize("flavor", ["docker", "kubernetes"])
+@pytest.mark.parametrize("flavor", ["kubernetes"])
 def test_unavailable_flavor_refuses(home: Home, flavor: str) -> None:
     result = home.cli("pipeline", "deploy", SHOUT, "--name", f"on-{flavor}", "--flavor", flavor)
     error = failure(result, 1)  # nothing on stdout: no "RUNNING", no URL

@@ -212,16 +212,23 @@ class DockerDeployer:
         """The Python version in the base image (the wheels must fit it). An image with no
         runnable python3 gets the host's version: its build then fails and says why."""
         host = platform.python_version()
+        probe = ["python3", "-c", "import platform; print(platform.python_version())"]
         try:
-            out = self.client().containers.run(
-                base,
-                ["python3", "-c", "import platform; print(platform.python_version())"],
-                remove=True,
-                network_mode="none",
-            )
+            container = self.client().containers.create(base, probe, network_mode="none")
         except docker.errors.DockerException:
             return host
-        version = out.decode().strip() if isinstance(out, bytes) else host
+        try:
+            container.start()
+            if container.wait(timeout=READY_TIMEOUT).get("StatusCode") != 0:
+                return host
+            version = container.logs(stderr=False).decode().strip()
+        except docker.errors.DockerException:
+            return host
+        finally:
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+        if not re.fullmatch(r"\d+\.\d+\.\d+\S*", version):
+            return host
         if version.split(".")[:2] != host.split(".")[:2]:
             raise DeployError(
                 f"base image {base!r} has Python {version}, but the wheels are built by this Python"

@@ -116,30 +116,40 @@ def build_wheels(progress: Progress, python_version: str) -> Path:
     target = cache_root() / f"{key}-py{python_version}"
     if (target / ".complete").exists():
         return target
-    progress(f"building wheels of serving and its dependencies into {target}")
+    host_wheels = cache_root() / key  # what pip resolved for this Python: shared by every image
+    if not (host_wheels / ".complete").exists():
+        progress(f"building wheels of serving and its dependencies into {host_wheels}")
+        with tempfile.TemporaryDirectory(prefix="serving-wheels-") as tmp:
+            if root is not None:
+                # A copy: pip builds in the source tree and would leave build/ in the checkout.
+                src = Path(tmp) / "src"
+                src.mkdir()
+                for path in files:
+                    if path.is_dir():
+                        shutil.copytree(path, src / path.name, ignore=_SKIP)
+                    else:
+                        shutil.copy2(path, src / path.name)
+                requirement = str(src)
+            else:
+                requirement = f"serving=={importlib.metadata.version('serving')}"
+            _pip_wheel(Path(tmp) / "wheels", [requirement])
+            _publish(Path(tmp) / "wheels", host_wheels)
     with tempfile.TemporaryDirectory(prefix="serving-wheels-") as tmp:
-        if root is not None:
-            # A copy: pip builds in the source tree and would leave build/ in the checkout.
-            src = Path(tmp) / "src"
-            src.mkdir()
-            for path in files:
-                if path.is_dir():
-                    shutil.copytree(path, src / path.name, ignore=_SKIP)
-                else:
-                    shutil.copy2(path, src / path.name)
-            requirement = str(src)
-        else:
-            requirement = f"serving=={importlib.metadata.version('serving')}"
         staging = Path(tmp) / "wheels"
-        _pip_wheel(staging, [requirement])
+        shutil.copytree(host_wheels, staging, ignore=shutil.ignore_patterns(".complete"))
         for _ in range(5):  # each round may bring wheels with requirements of their own
             missing = _missing_for(staging, python_version)
             if not missing:
                 break
             progress(f"adding wheels the image's Python {python_version} needs: {', '.join(missing)}")
             _pip_wheel(staging, missing)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(staging, target)
-        (target / ".complete").touch()
+        _publish(staging, target)
     return target
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Move a finished folder into the cache; `.complete` marks it whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(staging, target)
+    (target / ".complete").touch()
