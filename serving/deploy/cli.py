@@ -164,6 +164,12 @@ def cmd_describe(svc: Deployments, a: argparse.Namespace) -> int:
         ("Auth key", key or "none"),
         ("PID", str(dep.flavor_data.get("pid") or "-")),
         ("Logs", str(dep.flavor_data.get("log_path") or "-")),
+        *[
+            (label, str(dep.flavor_data[key]))
+            for label, key in (("Container", "container_name"), ("Image", "image"), ("Volume", "volume"))
+            if dep.flavor_data.get(key)
+        ],
+        *([("Error", str(dep.flavor_data["error"]))] if dep.flavor_data.get("error") else []),
         ("Created", when(dep.created_at)),
         ("Updated", when(dep.updated_at)),
     ]
@@ -471,6 +477,10 @@ def _add_deploy_options(p: argparse.ArgumentParser) -> None:
         default="local",
         metavar="{" + ",".join(flavors) + "}",
         help=f"where it runs: one of {', '.join(flavors)} (default: local)",
+    )
+    p.add_argument("--base-image", help="docker: image to build on (default: python:3.11-slim)")
+    p.add_argument(
+        "--network", help="docker: 'host' to run on the host's network (default: publish on 127.0.0.1)"
     )
 
 

@@ -16,6 +16,7 @@ import msgspec
 
 from serving.deploy.client import ServingClient
 from serving.deploy.deployers import DeployError, get_deployer
+from serving.deploy.deployers.base import is_started
 from serving.deploy.names import validate_name
 from serving.deploy.registry import Deployment, DeploymentStatus, Registry, RegistryError, Snapshot, new_uuid
 from serving.deploy.snapshots import create_snapshot, delete_snapshot, unique_snapshot_name
@@ -33,6 +34,8 @@ class DeployOptions(msgspec.Struct, kw_only=True, frozen=True):
     generate_auth_key: bool = False  # require a generated bearer token
     update: bool = False  # replace an existing deployment of that name
     flavor: str = "local"  # the deployer
+    base_image: str | None = None  # docker: the image to build on (default python:3.11-slim)
+    network: str | None = None  # docker: "host", or a network to publish the port from
 
     @classmethod
     def from_keywords(cls, options: dict[str, Any]) -> DeployOptions:
@@ -108,14 +111,30 @@ class Deployments:
         snap = self.registry.get_snapshot(snapshot)
         existing = self._refuse_existing(name, options.update)
         deployer = get_deployer(flavor, self.home)
+        if flavor == "local" and (options.base_image or options.network):
+            raise DeployError("--base-image and --network are options of --flavor docker, not local")
         if options.generate_auth_key:
             auth_key = secrets.token_urlsafe(24)
         now = time.time()
+        previous: Deployment | None = None
+        live = bool(
+            existing is not None
+            and existing.flavor == flavor
+            and is_started(existing)
+            and getattr(deployer, "replaces_live", False)
+        )
+        flavor_config = {"base_image": options.base_image, "network": options.network}
         if existing is not None:
-            if existing.flavor_data.get("pid"):
+            previous = msgspec.structs.replace(existing, flavor_data=dict(existing.flavor_data))
+            if live:
+                progress(f"starting the new {name!r} beside the running one")
+            elif is_started(existing):
                 progress(f"stopping the running {name!r} to replace it")
                 get_deployer(existing.flavor, self.home).deprovision(existing, progress=progress)
-            port = port or existing.flavor_data.get("port")  # keep the URL stable in place
+                port = port or existing.flavor_data.get("port")  # keep the URL stable in place
+            if existing.flavor == flavor:  # the flavor's options stay unless given again
+                for key, value in flavor_config.items():
+                    flavor_config[key] = value or existing.flavor_data.get(key)
             dep = existing
             dep.snapshot_id, dep.flavor = snap.id, flavor
             dep.auth_key = auth_key if auth_key is not None else existing.auth_key
@@ -129,18 +148,25 @@ class Deployments:
                 created_at=now,
                 updated_at=now,
             )
-        dep.status = DeploymentStatus.PENDING
-        self.registry.put_deployment(dep)
+        dep.flavor_data = {**dep.flavor_data, **{k: v for k, v in flavor_config.items() if v}}
+        if not live:  # a live update keeps the running one's record until the switch
+            dep.status = DeploymentStatus.PENDING
+            self.registry.put_deployment(dep)
         try:
             dep = deployer.provision(dep, snap, port=port, progress=progress)
         except DeployError:
-            if existing is None and not dep.flavor_data.get("pid"):
+            if live and previous is not None:
+                self.registry.put_deployment(previous)  # the old one still serves
+                raise
+            if existing is None and not is_started(dep):
                 self.registry.delete_deployment(dep.id)  # nothing ran: the name stays free
                 raise
             dep.status = DeploymentStatus.ERROR
             self.registry.put_deployment(dep)
             raise
         self.registry.put_deployment(dep)
+        if live and previous is not None:
+            getattr(deployer, "retire")(previous, progress=progress)  # noqa: B009
         return dep
 
     # -- observe and manage -----------------------------------------------------------
@@ -154,8 +180,9 @@ class Deployments:
     def refresh(self, name_or_id: str) -> Deployment:
         """Observe the real state (pid and health probe) and record it."""
         dep = self.registry.get_deployment(name_or_id)
+        before = dict(dep.flavor_data)
         status = get_deployer(dep.flavor, self.home).status(dep)
-        if status != dep.status:
+        if status != dep.status or dep.flavor_data != before:  # a flavor may record why
             dep.status = status
             self.registry.put_deployment(dep)
         return dep
@@ -201,8 +228,11 @@ class Deployments:
                     f" (`serving deployment deprovision {dep.name}`) or pass --force"
                 )
             dep = self.deprovision(dep.id, progress)
-        elif dep.flavor_data.get("pid"):
+        elif is_started(dep):
             dep = self.deprovision(dep.id, progress)  # an ERROR'd one may have left a process
+        forget = getattr(get_deployer(dep.flavor, self.home), "forget", None)
+        if forget is not None:
+            forget(dep, progress=progress)
         self.registry.delete_deployment(dep.id)
         # What the deployment owned: its folder (the daemon's log) and the snapshots
         # `pipeline deploy` made for it that no other deployment uses.

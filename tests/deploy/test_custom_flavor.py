@@ -135,7 +135,7 @@ def cli(home: Home, python: Path, *args: str) -> subprocess.CompletedProcess[str
 def test_the_plugin_is_only_in_its_venv(plugin_python: Path, home: Home) -> None:
     assert "tiny" not in available_flavors()  # nothing leaked into the test venv
     help_text = " ".join(cli(home, plugin_python, "pipeline", "deploy", "--help").stdout.split())
-    assert "deployer flavor: docker, kubernetes, local, tiny, tiny-broken" in help_text
+    assert "where it runs: one of docker, kubernetes, local, tiny, tiny-broken" in help_text
 
 
 def test_life_cycle_through_a_custom_flavor(plugin_python: Path, home: Home) -> None:

@@ -1,19 +1,10 @@
-"""A flavor that cannot run here says so and never fakes success; an unknown one lists
-the flavors the `serving.deployers` entry points offer. (kubernetes: test_deploy_kubernetes.)"""
+"""An unknown flavor lists the flavors the `serving.deployers` entry points offer; a
+rendered one points to `render`. (docker: test_deploy_docker; kubernetes:
+test_deploy_kubernetes.)"""
 
 from __future__ import annotations
 
-import pytest
 from deploy_helpers import SHOUT, Home, failure
-
-
-@pytest.mark.parametrize("flavor", ["docker"])
-def test_unavailable_flavor_refuses(home: Home, flavor: str) -> None:
-    result = home.cli("pipeline", "deploy", SHOUT, "--name", f"on-{flavor}", "--flavor", flavor)
-    error = failure(result, 1)  # nothing on stdout: no "RUNNING", no URL
-    assert error.startswith(f"serving: error: the '{flavor}' deployer cannot run here: ")
-    dep = home.registry.find_deployment(f"on-{flavor}")
-    assert dep is None or (dep.status != "RUNNING" and not dep.flavor_data.get("pid") and not dep.url)
 
 
 def test_unknown_flavor_lists_the_available_ones(home: Home) -> None:
@@ -31,4 +22,4 @@ def test_a_rendered_flavor_points_to_render(home: Home) -> None:
 
 def test_flavor_help_lists_the_choices(home: Home) -> None:
     out = " ".join(home.cli("pipeline", "deploy", "--help").stdout.split())
-    assert "deployer flavor: docker, kubernetes, local (default: local)" in out
+    assert "where it runs: one of docker, kubernetes, local (default: local)" in out

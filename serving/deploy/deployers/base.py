@@ -14,8 +14,6 @@ embedding). The README's "Writing a deployer flavor" states the contract in full
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -62,6 +60,24 @@ ENTRY_POINT_GROUP = "serving.deployers"
 RENDER_ONLY = ("gcp-cloud-run", "aws-app-runner")
 _flavors: dict[str, DeployerFactory] = {}
 
+# Optional parts of a deployer, looked up with getattr so a flavor without them works:
+#
+#   replaces_live: bool
+#       True: `--update` provisions the new deployment while the old one still serves,
+#       records it (the registry's URL switches), then calls `retire(previous)`. False or
+#       missing (the local flavor): the old one is deprovisioned first, so it can hand
+#       its port over and the URL stays the same.
+#   retire(previous: Deployment, *, progress) -> None
+#       stop what `previous` (the record before the update) ran; only with replaces_live.
+#   forget(deployment: Deployment, *, progress) -> None
+#       `delete`: remove what the flavor kept for a deprovisioned deployment (images,
+#       volumes); missing means there is nothing to remove.
+
+
+def is_started(deployment: Deployment) -> bool:
+    """Something of the deployment may run: a local pid or a container."""
+    return bool(deployment.flavor_data.get("pid") or deployment.flavor_data.get("container"))
+
 
 def register_flavor(name: str, factory: DeployerFactory) -> None:
     """Add a flavor at run time; an installed package uses the entry-point group instead."""
@@ -98,56 +114,3 @@ def _from_entry_point(name: str) -> DeployerFactory | None:
         register_flavor(name, factory)
         return factory
     return None
-
-
-class _Unavailable:
-    """A flavor this build cannot run: every operation says why, in one line."""
-
-    def __init__(self, flavor: str, home: Path) -> None:
-        self.flavor = flavor
-        self.home = home
-
-    def reason(self) -> str:
-        raise NotImplementedError
-
-    def _refuse(self) -> DeployError:
-        return DeployError(f"the {self.flavor!r} deployer cannot run here: {self.reason()}")
-
-    def provision(
-        self, deployment: Deployment, snapshot: Snapshot, *, port: int | None, progress: Progress
-    ) -> Deployment:
-        raise self._refuse()
-
-    def deprovision(self, deployment: Deployment, *, progress: Progress) -> Deployment:
-        raise self._refuse()
-
-    def status(self, deployment: Deployment) -> str:
-        return "UNKNOWN"
-
-    def logs(self, deployment: Deployment, *, tail: int | None, follow: bool) -> Iterator[str]:
-        raise self._refuse()
-
-
-def _probe(cmd: list[str]) -> str | None:
-    """None when `cmd` succeeds, else why it did not."""
-    if shutil.which(cmd[0]) is None:
-        return f"{cmd[0]} is not installed"
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{' '.join(cmd)} failed: {exc}"
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        return f"{' '.join(cmd)} failed: {lines[-1] if lines else 'exit ' + str(done.returncode)}"
-    return None
-
-
-class DockerDeployer(_Unavailable):
-    def __init__(self, home: Path) -> None:
-        super().__init__("docker", home)
-
-    def reason(self) -> str:
-        problem = _probe(["docker", "info", "--format", "{{.ServerVersion}}"])
-        if problem is not None:
-            return f"no Docker engine is reachable ({problem})"
-        return "container images are not built by this version yet; use --flavor local"
