@@ -1,0 +1,100 @@
+"""Shutdown has a deadline whatever clients do, and cuts nothing it accepted.
+
+SIGTERM ends the process within SERVING_GRACEFUL_TIMEOUT (plus a short cut-off)
+even while a client never reads (issue 17.1); a sync /invoke still running at the
+deadline is answered 503 (16.3); busy keep-alive connections lose no request (17.3);
+every accepted job ends with a terminal record (17.4). How long the stop takes is a
+figure in bench/shutdown.py; here the process exiting at all (within a hang guard far
+above the graceful timeout) is what fails before the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from polling import wait_for_file
+
+TESTS = Path(__file__).resolve().parent.parent
+CHATTY = f"{TESTS / 'pipelines' / 'chatty.py'}:chatty"
+HANG_GUARD = 15.0  # seconds; the graceful timeout here is 1 s
+
+
+@pytest.fixture(params=["hypercorn", "uvicorn"])
+def server(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def _stalled_socket(url: str) -> socket.socket:
+    """A connection with a tiny receive buffer, for a client that stops reading."""
+    parts = urlsplit(url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.settimeout(HANG_GUARD)
+    sock.connect((parts.hostname, parts.port))
+    return sock
+
+
+def _read_head(sock: socket.socket) -> bytes:
+    """Read up to the end of the response head: the server is now writing to us."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(1)
+        assert chunk, f"connection closed before a response head: {data!r}"
+        data += chunk
+    return data
+
+
+def _ws_text_frame(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+def _start_chatty_job(d: Any, tmp_path: Path) -> str:
+    emitted = tmp_path / "emitted"
+    body = {"parameters": {"emitted": str(emitted), "release": str(tmp_path / "never")}}
+    with d.client() as client:
+        r = client.post("/invoke?mode=async", json=body)
+        assert r.status_code == 202, r.text
+    wait_for_file(emitted, detail=d.stderr_detail)  # 20,000 1 KB events are in its log
+    return str(r.json()["job_id"])
+
+
+@pytest.mark.parametrize("kind", ["sse", "websocket"])
+def test_sigterm_ends_the_process_while_a_subscriber_never_reads(
+    daemon: Any, tmp_path: Path, server: str, kind: str
+) -> None:
+    d = daemon(CHATTY, server=server, graceful_timeout=1)
+    job_id = _start_chatty_job(d, tmp_path)
+    sock = _stalled_socket(d.url)
+    try:
+        if kind == "sse":
+            sock.sendall(f"GET /stream/{job_id} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+            assert _read_head(sock).startswith(b"HTTP/1.1 200")
+        else:
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall(
+                (
+                    "GET /stream HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            assert _read_head(sock).startswith(b"HTTP/1.1 101")
+            sock.sendall(_ws_text_frame(json.dumps({"type": "subscribe", "job_id": job_id}).encode()))
+        # From here on the client reads nothing: the server's writes to it stall.
+        d.signal(signal.SIGTERM)
+        assert d.wait(HANG_GUARD) == 0  # before the fix: still running (Hypercorn)
+    finally:
+        sock.close()
+    events = d.log_events()
+    assert events[-1]["event"] == "stopped"
+    assert not [e for e in events if "exception" in e], d.logs()  # no traceback
