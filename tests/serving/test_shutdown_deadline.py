@@ -15,15 +15,19 @@ import json
 import os
 import signal
 import socket
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from polling import wait_for_file
 
 TESTS = Path(__file__).resolve().parent.parent
 CHATTY = f"{TESTS / 'pipelines' / 'chatty.py'}:chatty"
+SLOW = f"{TESTS / 'pipelines' / 'slow.py'}:slow"
 HANG_GUARD = 15.0  # seconds; the graceful timeout here is 1 s
 
 
@@ -98,3 +102,52 @@ def test_sigterm_ends_the_process_while_a_subscriber_never_reads(
     events = d.log_events()
     assert events[-1]["event"] == "stopped"
     assert not [e for e in events if "exception" in e], d.logs()  # no traceback
+
+
+class Call(threading.Thread):
+    """POST /invoke in a thread; keeps the response or the exception."""
+
+    def __init__(self, url: str, body: Any) -> None:
+        super().__init__(daemon=True)
+        self.url, self.body = url, body
+        self.response: httpx.Response | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with httpx.Client(timeout=HANG_GUARD) as client:
+                self.response = client.post(f"{self.url}/invoke", json=self.body)
+        except BaseException as exc:
+            self.error = exc
+
+    def result(self) -> httpx.Response:
+        self.join(HANG_GUARD)
+        assert not self.is_alive(), "request still running"
+        assert self.error is None, repr(self.error)
+        assert self.response is not None
+        return self.response
+
+
+def test_sync_invoke_past_the_graceful_timeout_gets_503(daemon: Any, tmp_path: Path, server: str) -> None:
+    home = tmp_path / "home"
+    d = daemon(SLOW, server=server, graceful_timeout=1, SERVING_HOME=home)
+    marker = tmp_path / "started"
+    call = Call(d.url, {"parameters": {"seconds": 60, "marker": str(marker)}})
+    call.start()
+    wait_for_file(marker, detail=d.stderr_detail)
+    d.signal(signal.SIGTERM)
+    r = call.result()
+    assert r.status_code == 503, r.text  # before: an empty 500 (uvicorn), a cut connection (Hypercorn)
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "shutting down" in r.json()["detail"]
+    assert d.wait(HANG_GUARD) == 0
+    events = d.log_events()
+    warned = [e for e in events if e["event"] == "shutdown_canceled_sync_runs"]
+    assert [(e["level"], e["count"]) for e in warned] == [("warning", 1)]
+    assert not [e for e in events if "exception" in e], d.logs()  # no traceback
+    conn = sqlite3.connect(f"file:{home / 'runs.db'}?mode=ro", uri=True)
+    try:
+        statuses = [row[0] for row in conn.execute("SELECT status FROM runs")]
+    finally:
+        conn.close()
+    assert statuses == ["canceled"]
