@@ -57,6 +57,8 @@ class AppState:
         # sync /invoke gets 503), before the server cuts what is left.
         self.on_deadline: list[Callable[[], None]] = []
         self.deadline_reached = False
+        # The server has stopped accepting: every response now says `Connection: close`.
+        self.closing = False
 
     def begin_drain(self) -> None:
         self.draining = True
@@ -140,7 +142,7 @@ class ServingApp:
         wanted = settings.access_log and settings.log_level in ("debug", "info")
         access_log = AccessLog(settings.log_format) if wanted else None
         self._chain = RequestContextMiddleware(
-            inner, access_log=access_log, metrics=HttpMetrics(), drain=self.state.serving
+            inner, access_log=access_log, metrics=HttpMetrics(), closing=self.state.serving
         )
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -69,10 +69,12 @@ async def serve(
     graceful_timeout: float,
     cut_grace: float,
     idle_linger: float,
+    on_closed: Callable[[], None],
     on_abort: Callable[[int], None],
 ) -> None:
     """Serve `app` on the bound, listening `sock` until `shutdown_trigger` returns, then
-    stop as the module docstring says; `on_abort(n)` is told how many connections were
+    stop as the module docstring says. `on_closed()` is called once it no longer
+    accepts (responses say `Connection: close` from then on); `on_abort(n)` is told how many connections were
     cut at the deadline (0: none)."""
     config.set_statsd_logger_class(StatsdLogger)
     loop = asyncio.get_running_loop()
@@ -102,6 +104,8 @@ async def serve(
         await shutdown_trigger()
     finally:
         server.close()  # stop accepting; never `wait_closed()`: it waits for every client
+        sock.close()  # uvloop listens on a duplicate: connects queued on this one would be reset
+        on_closed()
         linger = loop.call_later(
             min(idle_linger, graceful_timeout), lambda: loop.create_task(context.terminated.set())
         )

@@ -26,8 +26,8 @@ _PROBLEM_HEADERS = [(b"content-type", PROBLEM_CONTENT_TYPE.encode())]
 _CLOSE = (b"connection", b"close")
 
 
-class Draining(Protocol):
-    draining: bool
+class Closing(Protocol):
+    closing: bool
 
 
 def _valid_request_id(value: str) -> bool:
@@ -52,12 +52,15 @@ class RequestContextMiddleware:
     """Give each request an id (taken from X-Request-ID or made), log one access line,
     and turn any unhandled exception into a problem+json 500 without a traceback.
 
-    Once `drain.draining` is true, every response also says `Connection: close`: a
-    kept-alive connection closed between two requests cuts the one its client sends
-    next, while this header makes the client send it on a new connection (to another
-    replica once this one stops accepting). Hypercorn (h11) and uvicorn both close the
-    connection after such a response. Read per response, not per request, so requests
-    under way when the drain starts get it too.
+    Once `closing.closing` is true (the server has stopped accepting), every response
+    also says `Connection: close`: a kept-alive connection closed between two requests
+    cuts the one its client sends next, while this header makes the client send it on
+    a new connection (refused here, so to another replica). Hypercorn (h11) and
+    uvicorn both close the connection after such a response. Read per response, not
+    per request, so requests under way when the server stops accepting get it too. Not
+    from the start of the drain: clients sent away while this server still accepts
+    would reconnect here, and a connection waiting in the listen backlog when the
+    listener closes is reset.
     """
 
     def __init__(
@@ -66,12 +69,12 @@ class RequestContextMiddleware:
         *,
         access_log: AccessLog | None = None,
         metrics: HttpMetrics | None = None,
-        drain: Draining | None = None,
+        closing: Closing | None = None,
     ) -> None:
         self.app = app
         self.access_log = access_log
         self.metrics = metrics
-        self.drain = drain
+        self.closing = closing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -89,7 +92,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         state = [500, False]  # status, response started
         rid_header = (b"x-request-id", rid.encode())
-        drain = self.drain
+        closing = self.closing
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -99,7 +102,7 @@ class RequestContextMiddleware:
                 if type(headers) is not list:  # Starlette builds a fresh list per response
                     headers = message["headers"] = list(headers or ())
                 headers.append(rid_header)
-                if drain is not None and drain.draining:
+                if closing is not None and closing.closing:
                     headers.append(_CLOSE)
             await send(message)
 

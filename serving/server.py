@@ -1,7 +1,7 @@
 """Run the ASGI app under Hypercorn (default) or uvicorn, with the same drain semantics.
 
-On SIGTERM or SIGINT: `/readyz` turns 503 and every response says `Connection: close`
-at once, after `SERVING_DRAIN_DELAY` seconds the server stops accepting connections,
+On SIGTERM or SIGINT: `/readyz` turns 503 at once, after `SERVING_DRAIN_DELAY` seconds
+the server stops accepting connections and every response says `Connection: close`,
 in-flight requests get up to `SERVING_GRACEFUL_TIMEOUT` seconds to finish, then what
 still runs is answered (`AppState.reach_deadline`: a sync /invoke gets 503), what
 still cannot be written (a client that never reads) is cut `CUT_GRACE` later, and the
@@ -34,6 +34,7 @@ BACKLOG = 2048  # a burst of connects (e.g. 1000 SSE subscribers) must not overf
 KEEP_ALIVE = 5  # seconds an idle connection is kept (both servers' own default)
 CUT_GRACE = 0.5  # seconds after the graceful timeout for the deadline's answers to be written
 IDLE_LINGER = 0.5  # seconds an idle keep-alive connection may still bring a request at shutdown
+LINGER_POLL = 0.02  # seconds between looks at uvicorn's open connections (uvicorn itself polls)
 
 
 class ServerStartError(Exception):
@@ -121,6 +122,7 @@ async def _serve_hypercorn(app: ServingApp, settings: Settings, sock: socket.soc
         graceful_timeout=settings.graceful_timeout,
         cut_grace=CUT_GRACE,
         idle_linger=IDLE_LINGER,
+        on_closed=lambda: setattr(app.state.serving, "closing", True),
         on_abort=on_abort,
     )
 
@@ -133,6 +135,27 @@ async def _serve_uvicorn(app: ServingApp, settings: Settings, sock: socket.socke
         def capture_signals(self) -> Iterator[None]:
             # Our handlers drain first and never re-raise the signal, so exit is 0.
             yield
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # uvicorn closes every idle keep-alive connection at once, cutting the request
+            # its client may be sending. Stop accepting first, and give those connections
+            # IDLE_LINGER to bring it: it is answered with `Connection: close` (`closing`),
+            # so each busy connection ends after one more answer.
+            for server in self.servers:
+                server.close()
+            for sock in sockets or []:  # the event loop listens on a duplicate of it
+                sock.close()
+            app.state.serving.closing = True
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            until = started + min(IDLE_LINGER, settings.graceful_timeout)
+            while self.server_state.connections and loop.time() < until and not self.force_exit:
+                await asyncio.sleep(LINGER_POLL)
+            spent = loop.time() - started
+            self.config.timeout_graceful_shutdown = cast(
+                "int", max(0.0, settings.graceful_timeout + CUT_GRACE - spent)
+            )
+            await super().shutdown(sockets)
 
     config = uvicorn.Config(
         app,

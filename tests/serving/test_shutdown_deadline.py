@@ -23,11 +23,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from polling import wait_for_file
+from polling import wait_for_file, wait_until
 
 TESTS = Path(__file__).resolve().parent.parent
 CHATTY = f"{TESTS / 'pipelines' / 'chatty.py'}:chatty"
 SLOW = f"{TESTS / 'pipelines' / 'slow.py'}:slow"
+HELLO = f"{TESTS.parent / 'examples' / 'hello.py'}:hello"
 HANG_GUARD = 15.0  # seconds; the graceful timeout here is 1 s
 
 
@@ -151,3 +152,49 @@ def test_sync_invoke_past_the_graceful_timeout_gets_503(daemon: Any, tmp_path: P
     finally:
         conn.close()
     assert statuses == ["canceled"]
+
+
+class Looper(threading.Thread):
+    """One keep-alive client sending requests back to back until the server refuses a
+    new connection; counts answers, and requests sent but never answered (cut)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.answered = 0
+        self.cut: list[str] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        body = {"parameters": {"name": "keep-alive"}}
+        try:
+            with httpx.Client(base_url=self.url, timeout=HANG_GUARD) as client:
+                while not self.stopped.is_set():
+                    try:
+                        r = client.post("/invoke", json=body)
+                    except httpx.ConnectError:
+                        return  # not accepting any more: nothing was sent, the client may go elsewhere
+                    except httpx.TransportError as exc:  # sent, and the connection closed unanswered
+                        self.cut.append(repr(exc))
+                        return
+                    assert r.status_code == 200, r.text
+                    self.answered += 1
+        finally:
+            self.stopped.set()
+
+
+def test_busy_keep_alive_connections_lose_no_request_at_shutdown(daemon: Any, server: str) -> None:
+    d = daemon(HELLO, server=server, graceful_timeout=5, access_log="false")
+    loopers = [Looper(d.url) for _ in range(12)]
+    for looper in loopers:
+        looper.start()
+    wait_until(
+        lambda: all(lo.answered >= 5 for lo in loopers), "every client to be looping", detail=d.stderr_detail
+    )
+    d.signal(signal.SIGTERM)
+    assert d.wait(HANG_GUARD) == 0
+    for looper in loopers:
+        looper.stopped.set()
+        looper.join(HANG_GUARD)
+    cut = [c for lo in loopers for c in lo.cut]
+    assert cut == [], f"{len(cut)} of {len(loopers)} connections lost a request: {cut[:3]}"
