@@ -10,6 +10,7 @@ above the graceful timeout) is what fails before the fix.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -24,6 +25,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from polling import wait_for_file, wait_until
+
+from jobs.redis_store import RedisJobStore
 
 TESTS = Path(__file__).resolve().parent.parent
 CHATTY = f"{TESTS / 'pipelines' / 'chatty.py'}:chatty"
@@ -227,3 +230,56 @@ def test_busy_keep_alive_connections_lose_no_request_at_shutdown(daemon: Any, se
     # Before: Hypercorn cut one request on every connection, uvicorn on some.
     assert cut == [], f"{len(cut)} of {len(loopers)} connections lost a request: {cut[:3]}"
     assert all(lo.goodbye for lo in loopers)  # each was told, in its last answer
+
+
+def _submit_all(d: Any, count: int, parameters: dict[str, Any]) -> list[str]:
+    with d.client() as client:
+        ids = []
+        for _ in range(count):
+            r = client.post("/invoke?mode=async", json={"parameters": parameters})
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["job_id"])
+        return ids
+
+
+def test_every_accepted_job_ends_with_a_record_at_shutdown(daemon: Any, tmp_path: Path, server: str) -> None:
+    home = tmp_path / "home"
+    d = daemon(
+        SLOW, server=server, graceful_timeout=1, max_concurrency=64, access_log="false", SERVING_HOME=home
+    )
+    _submit_all(d, 300, {"seconds": 60})
+    with d.client() as client:
+        assert client.get("/status").json()["jobs"] == {"running": 64, "queued": 236}
+    d.signal(signal.SIGTERM)
+    assert d.wait(HANG_GUARD) == 0
+    conn = sqlite3.connect(f"file:{home / 'runs.db'}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT status, error, count(*) FROM runs GROUP BY 1, 2").fetchall()
+    finally:
+        conn.close()
+    # Before: 292 canceled runs and 8 without any record (queued jobs took the slots
+    # freed by canceling the running ones, and started only to be canceled).
+    assert sorted(rows) == [("canceled", "canceled", 64), ("canceled", "shut down before it started", 236)]
+    lines = [e for e in d.log_events() if e["event"] == "queued_jobs_canceled"]
+    assert [(e["level"], e["count"], e["reason"]) for e in lines] == [
+        ("warning", 236, "shut down before it started")
+    ]
+
+
+def test_with_a_shared_job_store_queued_jobs_stay_queued_at_shutdown(daemon: Any, job_store_url: str) -> None:
+    d = daemon(SLOW, graceful_timeout=1, max_concurrency=2, job_store=job_store_url, access_log="false")
+    ids = _submit_all(d, 6, {"seconds": 60})
+    d.signal(signal.SIGTERM)
+    assert d.wait(HANG_GUARD) == 0
+    assert not [e for e in d.log_events() if e["event"] == "queued_jobs_canceled"]
+
+    async def statuses() -> list[str]:
+        store = RedisJobStore.from_url(job_store_url)
+        try:
+            jobs = [await store.get(job_id) for job_id in ids]
+        finally:
+            await store.close()
+        return [job.status.value if job is not None else "missing" for job in jobs]
+
+    # The two that ran were canceled; the rest wait in the fleet's queue for other replicas.
+    assert sorted(asyncio.run(statuses())) == ["canceled"] * 2 + ["queued"] * 4
