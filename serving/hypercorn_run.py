@@ -74,8 +74,8 @@ async def serve(
 ) -> None:
     """Serve `app` on the bound, listening `sock` until `shutdown_trigger` returns, then
     stop as the module docstring says. `on_closed()` is called once it no longer
-    accepts (responses say `Connection: close` from then on); `on_abort(n)` is told how many connections were
-    cut at the deadline (0: none)."""
+    accepts (responses say `Connection: close` from then on); `on_abort(n)` is told
+    how many connections were cut at the deadline (0: none)."""
     config.set_statsd_logger_class(StatsdLogger)
     loop = asyncio.get_running_loop()
     state: LifespanState = {}
