@@ -43,6 +43,7 @@ TAKE_BLOCK = 5.0  # seconds an idle replica's blocking pop waits before it pops 
 END_RETRY_FIRST = 0.05  # seconds before the first retry of a terminal record; doubles
 END_RETRY_CAP = 2.0
 END_RETRY_FOR = 300.0  # one outage this long and a finished job's end is not recorded
+NOT_STARTED = "shut down before it started"
 CANCEL_AGAIN = 1.0  # seconds stop() waits for a cancelled background task before cancelling it again
 
 
@@ -213,6 +214,8 @@ class JobManager:
                 async with asyncio.timeout(grace):
                     await asyncio.gather(*pending)
         self._stopping = True
+        if self.queue is None:  # a shared queue keeps its jobs for the other replicas
+            await self._cancel_unstarted(NOT_STARTED)
         for job_id in list(self._active):
             try:
                 await self.cancel(job_id, "server shutting down", wait=0)
@@ -237,6 +240,36 @@ class JobManager:
             except Exception as exc:  # Redis gone: other replicas requeue after the heartbeat expires
                 log.warning("queue_leave_failed", error=str(exc))
         await _cancel_and_wait(self._cancel_listener)
+
+    async def _cancel_unstarted(self, reason: str) -> None:
+        """At shutdown, end every job still waiting for a slot: `canceled` with `reason`,
+        in the job store and (through the runtime, when it captures) the run store.
+
+        All their places are given up before any end is written: cancelling the running
+        jobs afterwards frees slots, and a queued job granted one would start only to be
+        canceled in its turn, while the ones left over would vanish with the process.
+        One log line with the count.
+        """
+        queued = [a for a in self._active.values() if a.job.status is JobStatus.queued]
+        if not queued:
+            return
+        for active in queued:
+            active.closing = True  # _drive returns at once if its slot was granted meanwhile
+            active.job.cancel_reason = reason
+            active.ticket.cancel()
+        record = getattr(self.runtime, "record_not_run", None)
+        for active in queued:
+            job = active.job
+            try:
+                await self._finish(job, active, JobStatus.canceled, error=f"canceled: {reason}")
+            finally:
+                if active.task is not None:
+                    active.task.cancel()
+                active.done.set()
+                self._active.pop(job.job_id, None)
+            if record is not None and active.params is not None:
+                record(self.pipeline, active.params, run_id=job.run_id, run_name=job.run_name, error=reason)
+        log.warning("queued_jobs_canceled", count=len(queued), reason=reason)
 
     async def _remote_cancel(self, job_id: str, reason: str) -> None:
         """A cancel request from another replica: ours to act on only if we run the job."""

@@ -270,6 +270,32 @@ class RealtimeRuntime:
         self._publish(observer, parameters, result)
         return result
 
+    def record_not_run(
+        self, pipeline: Pipeline, parameters: msgspec.Struct, *, run_id: str, run_name: str | None, error: str
+    ) -> None:
+        """Capture a run that was accepted but never started (a queued job canceled at
+        shutdown): without a record it would leave no trace in the run store."""
+        known = self._states.get(id(pipeline))
+        state = known[1] if known is not None and known[0] is pipeline else self._prepare(pipeline)
+        if state is None:
+            return
+        now = time.time()
+        self.publisher.publish(
+            RunRecord(
+                run_id=run_id,
+                run_name=run_name or default_run_name(pipeline.name),
+                pipeline=state.pipeline,
+                pipeline_version=state.version,
+                status="canceled",  # as `_publish` writes a run canceled by its caller
+                started_at=now,
+                finished_at=now,
+                duration=0.0,
+                parameters=preview(parameters, state.max_bytes) if state.metadata else None,
+                error=error,
+                deployment=state.deployment,
+            )
+        )
+
     def _publish(self, run: _RunCapture, parameters: msgspec.Struct, result: RunResult | None) -> None:
         """The run's record, with its parameters and outputs previewed, into the queue.
 

@@ -7,6 +7,7 @@ load balancer stops sending work before the server stops accepting it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -62,12 +63,26 @@ class AppState:
         self.drain_started: float | None = None
         self.forced = False  # a second signal: no more waiting
         self.on_drain: list[Callable[[], None]] = []  # e.g. stop taking jobs from a shared queue
+        # The graceful timeout ran out while requests still run: answer them now (e.g. a
+        # sync /invoke gets 503), before the server cuts what is left.
+        self.on_deadline: list[Callable[[], None]] = []
+        self.deadline_reached = False
+        # The server has stopped accepting: every response now says `Connection: close`.
+        self.closing = False
 
     def begin_drain(self) -> None:
         self.draining = True
         self.drain_started = time.monotonic()
         self.shutdown.set()
         for hook in self.on_drain:
+            hook()
+
+    def reach_deadline(self) -> None:
+        """Called by the server when SERVING_GRACEFUL_TIMEOUT is spent; idempotent."""
+        if self.deadline_reached:
+            return
+        self.deadline_reached = True
+        for hook in self.on_deadline:
             hook()
 
     def grace_left(self, graceful_timeout: float, drain_delay: float) -> float:
@@ -137,7 +152,9 @@ class ServingApp:
         # Access lines are info level: below the configured level they are not written.
         wanted = settings.access_log and settings.log_level in ("debug", "info")
         access_log = AccessLog(settings.log_format) if wanted else None
-        self._chain = RequestContextMiddleware(inner, access_log=access_log, metrics=HttpMetrics())
+        self._chain = RequestContextMiddleware(
+            inner, access_log=access_log, metrics=HttpMetrics(), closing=self.state.serving
+        )
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/invoke" and scope["method"] == "POST":
@@ -148,8 +165,16 @@ class ServingApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.starlette(scope, receive, send)
-        else:
+            return
+        try:
             await self._chain(scope, receive, send)
+        except asyncio.CancelledError:
+            # Past the graceful timeout the server cancels what still runs (a stream to a
+            # client that never reads). Raising on would have the server log it with a
+            # traceback, as if it were a crash; it is the shutdown working as designed,
+            # and the server logs one line for the connection it then closes.
+            if not self.state.serving.draining:
+                raise
 
 
 def create_app(
@@ -185,10 +210,11 @@ def create_app(
         store=store,
     )
     state.on_drain.append(manager.drain)
-    jobs_api = JobsAPI(manager, settings, state.shutdown)
+    jobs_api = JobsAPI(manager, settings, state.shutdown, lambda: state.deadline_reached)
     register_jobs_collector(manager)
     invoke = InvokeEndpoint(pipeline, manager, settings)
     runs_api = RunsAPI(settings.effective_capture_url)
+    state.on_deadline.append(invoke.cut_sync_runs)
     info = pipeline_info(pipeline, runtime, identity)
     api_doc = build_openapi(
         pipeline,

@@ -60,12 +60,13 @@ DISCONNECT_WATCH_AFTER = 0.05  # seconds; see InvokeEndpoint._run_watching_disco
 
 
 class _Watched:
-    __slots__ = ("gone", "receive", "started", "watcher")
+    __slots__ = ("cut", "gone", "receive", "started", "watcher")
 
     def __init__(self, receive: Receive, started: float) -> None:
         self.receive = receive
         self.started = started
         self.gone = False
+        self.cut = False  # canceled because the server's graceful timeout ran out
         self.watcher: asyncio.Task[None] | None = None
 
 
@@ -79,17 +80,29 @@ class DisconnectWatch:
     in-flight runs; registering a run is a dict insert.
     """
 
-    def __init__(self, after: float) -> None:
+    def __init__(self, after: float, *, watch: bool = True) -> None:
         self.after = after
+        self.watch = watch  # False (SERVING_CANCEL_ON_DISCONNECT off): only `cut` uses the runs
         self._entries: dict[asyncio.Task[Any], _Watched] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, task: asyncio.Task[Any], receive: Receive) -> _Watched:
         loop = asyncio.get_running_loop()
         entry = self._entries[task] = _Watched(receive, loop.time())
-        if self._timer is None:
+        if self._timer is None and self.watch:
             self._timer = loop.call_later(self.after, self._tick)
         return entry
+
+    def cut(self) -> int:
+        """Cancel every run still in flight (shutdown past its graceful timeout); returns
+        how many. Each one's request then answers 503 instead of being cut off."""
+        count = 0
+        for task, entry in self._entries.items():
+            if not entry.cut and not task.done():
+                entry.cut = True
+                task.cancel()
+                count += 1
+        return count
 
     def discard(self, task: asyncio.Task[Any]) -> None:
         entry = self._entries.pop(task, None)
@@ -122,6 +135,13 @@ class BodyTooLarge(Exception):
 
 class _ClientGone(Exception):
     pass
+
+
+class _ShutDown(Exception):
+    pass
+
+
+SHUTTING_DOWN = "the server is shutting down; the run was canceled"
 
 
 def parse_prefer(value: str | None) -> tuple[bool, float | None]:
@@ -206,7 +226,15 @@ class InvokeEndpoint:
         self.encoder = msgspec.json.Encoder()
         self.empty = self.request_type()
         self.param_fields = {f.name: f for f in msgspec.structs.fields(pipeline.input_type)}
-        self.disconnects = DisconnectWatch(DISCONNECT_WATCH_AFTER)
+        self.disconnects = DisconnectWatch(DISCONNECT_WATCH_AFTER, watch=settings.cancel_on_disconnect)
+
+    def cut_sync_runs(self) -> None:
+        """The graceful timeout ran out: cancel the sync runs still going, so each of
+        their clients gets a 503 saying why (one log line for all) rather than a cut
+        connection or an empty 500 when the server gives up on them."""
+        count = self.disconnects.cut()
+        if count:
+            log.warning("shutdown_canceled_sync_runs", count=count, reason=SHUTTING_DOWN)
 
     def _metadata(self, run_id: str | None, run_name: str | None, params: Any) -> InvocationMetadata:
         return msgspec.structs.replace(
@@ -281,6 +309,8 @@ class InvokeEndpoint:
             return self._busy(exc)
         except _ClientGone:
             return Response(status_code=499)  # nobody is listening; the run was cancelled
+        except _ShutDown:
+            return self._fail(503, SHUTTING_DOWN)
         return self._reply(
             result.status,
             result.outputs,
@@ -291,18 +321,19 @@ class InvokeEndpoint:
 
     async def _run_watching_disconnect(self, request: Request, req: Any, timeout: float | None) -> RunResult:
         """Run under the shared limits; a client that hangs up cancels its run (see
-        `DisconnectWatch`)."""
-        if not self.settings.cancel_on_disconnect:
-            return await self.manager.run_sync(req.parameters, run_name=req.run_name, timeout=timeout)
+        `DisconnectWatch`), and so does a shutdown past its graceful timeout
+        (`cut_sync_runs`)."""
         task = asyncio.current_task()
         assert task is not None
         entry = self.disconnects.add(task, request.receive)
         try:
             return await self.manager.run_sync(req.parameters, run_name=req.run_name, timeout=timeout)
         except asyncio.CancelledError:
-            if entry.gone and task.uncancel() == 0:
-                log.info("client_disconnected_run_canceled", pipeline=self.pipeline.name)
-                raise _ClientGone from None
+            if (entry.gone or entry.cut) and task.uncancel() == 0:
+                if entry.gone:
+                    log.info("client_disconnected_run_canceled", pipeline=self.pipeline.name)
+                    raise _ClientGone from None
+                raise _ShutDown from None
             raise
         finally:
             self.disconnects.discard(task)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 import anyio
@@ -59,10 +59,20 @@ def job_links(job: Job) -> JobSummary:
 
 
 class JobsAPI:
-    def __init__(self, manager: JobManager, settings: Settings, shutdown: anyio.Event) -> None:
+    def __init__(
+        self,
+        manager: JobManager,
+        settings: Settings,
+        shutdown: anyio.Event,
+        past_deadline: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.manager = manager
         self.settings = settings
         self.shutdown = shutdown
+        # True once shutdown's graceful timeout is spent: streams stop at the next event.
+        # Without this, a stream whose client was cut would go on encoding every event
+        # left in the log into a closed connection (whose sends no longer wait).
+        self.past_deadline = past_deadline
 
     async def list_jobs(self, request: Request) -> Response:
         q = request.query_params
@@ -166,9 +176,13 @@ class JobsAPI:
         except JobNotFound as exc:
             return problem_response(404, str(exc))
 
+        past_deadline = self.past_deadline
+
         async def events() -> AsyncIterator[ServerSentEvent]:
             try:
                 async for entry in entries:
+                    if past_deadline():
+                        return
                     yield ServerSentEvent(data=entry.data.decode(), event=entry.type, id=str(entry.seq))
             except StoreUnavailable as exc:
                 log.warning("stream_cut", job_id=job_id, error=str(exc))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from typing import Protocol
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +24,11 @@ log = structlog.get_logger("serving.http")
 
 _MAX_REQUEST_ID = 128
 _PROBLEM_HEADERS = [(b"content-type", PROBLEM_CONTENT_TYPE.encode())]
+_CLOSE = (b"connection", b"close")
+
+
+class Closing(Protocol):
+    closing: bool
 
 
 def _valid_request_id(value: str) -> bool:
@@ -45,14 +51,31 @@ async def _send_problem(
 
 class RequestContextMiddleware:
     """Give each request an id (taken from X-Request-ID or made), log one access line,
-    and turn any unhandled exception into a problem+json 500 without a traceback."""
+    and turn any unhandled exception into a problem+json 500 without a traceback.
+
+    Once `closing.closing` is true (the server has stopped accepting), every response
+    also says `Connection: close`: a kept-alive connection closed between two requests
+    cuts the one its client sends next, while this header makes the client send it on
+    a new connection (refused here, so to another replica). Hypercorn (h11) and
+    uvicorn both close the connection after such a response. Read per response, not
+    per request, so requests under way when the server stops accepting get it too. Not
+    from the start of the drain: clients sent away while this server still accepts
+    would reconnect here, and a connection waiting in the listen backlog when the
+    listener closes is reset.
+    """
 
     def __init__(
-        self, app: ASGIApp, *, access_log: AccessLog | None = None, metrics: HttpMetrics | None = None
+        self,
+        app: ASGIApp,
+        *,
+        access_log: AccessLog | None = None,
+        metrics: HttpMetrics | None = None,
+        closing: Closing | None = None,
     ) -> None:
         self.app = app
         self.access_log = access_log
         self.metrics = metrics
+        self.closing = closing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -70,16 +93,18 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         state = [500, False]  # status, response started
         rid_header = (b"x-request-id", rid.encode())
+        closing = self.closing
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state[0] = message["status"]
                 state[1] = True
                 headers = message.get("headers")
-                if type(headers) is list:
-                    headers.append(rid_header)  # Starlette builds a fresh list per response
-                else:
-                    message["headers"] = [*(headers or ()), rid_header]
+                if type(headers) is not list:  # Starlette builds a fresh list per response
+                    headers = message["headers"] = list(headers or ())
+                headers.append(rid_header)
+                if closing is not None and closing.closing:
+                    headers.append(_CLOSE)
             await send(message)
 
         try:

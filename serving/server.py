@@ -1,8 +1,11 @@
 """Run the ASGI app under Hypercorn (default) or uvicorn, with the same drain semantics.
 
 On SIGTERM or SIGINT: `/readyz` turns 503 at once, after `SERVING_DRAIN_DELAY` seconds
-the server stops accepting connections, in-flight requests get up to
-`SERVING_GRACEFUL_TIMEOUT` seconds to finish, and the process exits 0.
+the server stops accepting connections and every response says `Connection: close`,
+in-flight requests get up to `SERVING_GRACEFUL_TIMEOUT` seconds to finish, then what
+still runs is answered (`AppState.reach_deadline`: a sync /invoke gets 503), what
+still cannot be written (a client that never reads) is cut `CUT_GRACE` later, and the
+process exits 0.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 import socket
@@ -30,6 +32,9 @@ log = structlog.get_logger("serving.server")
 
 BACKLOG = 2048  # a burst of connects (e.g. 1000 SSE subscribers) must not overflow the queue
 KEEP_ALIVE = 5  # seconds an idle connection is kept (both servers' own default)
+CUT_GRACE = 0.5  # seconds after the graceful timeout for the deadline's answers to be written
+IDLE_LINGER = 0.5  # seconds an idle keep-alive connection may still bring a request at shutdown
+LINGER_POLL = 0.02  # seconds between looks at uvicorn's open connections (uvicorn itself polls)
 
 
 class ServerStartError(Exception):
@@ -71,7 +76,11 @@ def _install_drain(
             drain_delay=settings.drain_delay,
             graceful_timeout=settings.graceful_timeout,
         )
-        loop.call_later(settings.drain_delay, stop)
+        loop.call_later(settings.drain_delay, stop_then_deadline)
+
+    def stop_then_deadline() -> None:
+        stop()
+        loop.call_later(settings.graceful_timeout, state.reach_deadline)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -81,16 +90,16 @@ def _install_drain(
 
 
 async def _serve_hypercorn(app: ServingApp, settings: Settings, sock: socket.socket) -> None:
-    from hypercorn.asyncio import serve
     from hypercorn.config import Config
+    from hypercorn.utils import wrap_app
+
+    from serving import hypercorn_run
 
     config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None  # our middleware logs one structured line per request
     config.errorlog = logging.getLogger("hypercorn.error")  # rendered by our structlog setup
-    config.graceful_timeout = settings.graceful_timeout
     config.keep_alive_timeout = KEEP_ALIVE  # Hypercorn notices a client's close only when this fires
-    config.backlog = BACKLOG  # Hypercorn calls listen() again with its own backlog (default 100)
+    config.backlog = BACKLOG
     shutdown = asyncio.Event()
     task = asyncio.current_task()
     assert task is not None
@@ -98,10 +107,24 @@ async def _serve_hypercorn(app: ServingApp, settings: Settings, sock: socket.soc
     def force() -> None:
         task.cancel()
 
+    def on_abort(count: int) -> None:
+        if count:
+            log.warning("connections_cut", count=count, reason="still open after the graceful timeout")
+
     _install_drain(app, settings, shutdown.set, force)
     # The same ASGI protocol, typed twice: Hypercorn's scopes are TypedDicts, Starlette's
     # (hence ServingApp's) a MutableMapping, and mypy cannot unify the two.
-    await serve(cast("ASGIFramework", app), config, shutdown_trigger=shutdown.wait)
+    await hypercorn_run.serve(
+        wrap_app(cast("ASGIFramework", app), config.wsgi_max_body_size, "asgi"),
+        config,
+        sock,
+        shutdown_trigger=shutdown.wait,
+        graceful_timeout=settings.graceful_timeout,
+        cut_grace=CUT_GRACE,
+        idle_linger=IDLE_LINGER,
+        on_closed=lambda: setattr(app.state.serving, "closing", True),
+        on_abort=on_abort,
+    )
 
 
 async def _serve_uvicorn(app: ServingApp, settings: Settings, sock: socket.socket) -> None:
@@ -113,6 +136,27 @@ async def _serve_uvicorn(app: ServingApp, settings: Settings, sock: socket.socke
             # Our handlers drain first and never re-raise the signal, so exit is 0.
             yield
 
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # uvicorn closes every idle keep-alive connection at once, cutting the request
+            # its client may be sending. Stop accepting first, and give those connections
+            # IDLE_LINGER to bring it: it is answered with `Connection: close` (`closing`),
+            # so each busy connection ends after one more answer.
+            for server in self.servers:
+                server.close()
+            for sock in sockets or []:  # the event loop listens on a duplicate of it
+                sock.close()
+            app.state.serving.closing = True
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            until = started + min(IDLE_LINGER, settings.graceful_timeout)
+            while self.server_state.connections and loop.time() < until and not self.force_exit:
+                await asyncio.sleep(LINGER_POLL)
+            spent = loop.time() - started
+            self.config.timeout_graceful_shutdown = cast(
+                "int", max(0.0, settings.graceful_timeout + CUT_GRACE - spent)
+            )
+            await super().shutdown(sockets)
+
     config = uvicorn.Config(
         app,
         loop="none",
@@ -120,8 +164,9 @@ async def _serve_uvicorn(app: ServingApp, settings: Settings, sock: socket.socke
         access_log=False,
         log_config=None,
         lifespan="on",
-        # uvicorn takes whole seconds; rounding up never gives requests less than promised.
-        timeout_graceful_shutdown=math.ceil(settings.graceful_timeout),
+        # Typed as whole seconds, used as a float; past the graceful timeout the app has
+        # answered what still runs (`AppState.reach_deadline`), CUT_GRACE lets it be written.
+        timeout_graceful_shutdown=cast("int", settings.graceful_timeout + CUT_GRACE),
         timeout_keep_alive=KEEP_ALIVE,
         backlog=BACKLOG,
     )

@@ -465,13 +465,18 @@ async def test_stop_cancels_queued_and_running_jobs(runtime: Runtime) -> None:
     await manager.start()
     running = await submit(manager, name="r", block=True)
     await started("r")
-    queued = await submit(manager, name="q")
-    await manager.stop(grace=0.01)  # neither can finish in time: both are canceled
-    for job_id in (running.job_id, queued.job_id):
+    queued = [await submit(manager, name=f"q{n}", block=True) for n in range(3)]
+    await manager.stop(grace=0.01)  # none can finish in time: all are canceled
+    reasons = {running.job_id: "server shutting down"}
+    reasons.update((job.job_id, "shut down before it started") for job in queued)
+    for job_id, reason in reasons.items():
         job = await manager.get(job_id)
         assert job.status is JobStatus.canceled
-        assert job.cancel_reason == "server shutting down"
+        assert job.cancel_reason == reason
         assert types(await events_of(manager, job_id))[-1] == "run_canceled"
+    # Before: the slot freed by canceling the running job went to a queued one, which
+    # started only to be canceled in its turn.
+    assert CTRL.ran == ["r"]
     assert manager.counts() == {"running": 0, "queued": 0}
 
 
