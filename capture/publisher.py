@@ -22,6 +22,11 @@ from capture import metrics
 from capture.breaker import BreakerState, CircuitBreaker
 from capture.records import Record
 from capture.sinks import Sink
+from capture.snapshots import RunSnapshot
+
+Queued = Record | RunSnapshot
+"""What `publish()` takes: a record, or a run's snapshot that the writer thread turns
+into its record just before the sink sees it."""
 
 log = structlog.get_logger("capture")
 
@@ -60,7 +65,7 @@ class Publisher:
         self.breaker = breaker or CircuitBreaker()
         self.written = 0
         self.dropped = 0
-        self._queue: collections.deque[Record] = collections.deque()
+        self._queue: collections.deque[Queued] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="capture-writer")
@@ -72,7 +77,7 @@ class Publisher:
     def queued(self) -> int:
         return len(self._queue)
 
-    def publish(self, record: Record) -> bool:
+    def publish(self, record: Queued) -> bool:
         """Queue a record; False (and counted) when the queue is full. Never blocks."""
         if len(self._queue) >= self.max_queue:
             self._drop(1, "queue_full")
@@ -112,13 +117,13 @@ class Publisher:
             batch = [queue.popleft() for _ in range(self.batch_size)]
         await self._write(batch)
 
-    async def _write(self, batch: list[Record]) -> None:
+    async def _write(self, batch: list[Queued]) -> None:
         if not self.breaker.allow():
             self._drop(len(batch), "breaker_open")
             return
         started = time.perf_counter()
         try:
-            await asyncio.get_running_loop().run_in_executor(self._writer, self.sink.write, batch)
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._write_batch, batch)
         except Exception as exc:
             self.breaker.failure(f"{type(exc).__name__}: {exc}")
             self._drop(len(batch), "sink_error")
@@ -138,6 +143,10 @@ class Publisher:
             metrics.batch_seconds.observe(time.perf_counter() - started)
         finally:
             metrics.breaker_open.set(0 if self.breaker.state is BreakerState.closed else 1)
+
+    def _write_batch(self, batch: list[Queued]) -> None:
+        """In the writer thread: finish the snapshots, then hand the records to the sink."""
+        self.sink.write([item.record() if isinstance(item, RunSnapshot) else item for item in batch])
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Flush everything queued (bounded by `timeout`), then close the sink."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import types
-import typing
 from collections.abc import Collection
 from typing import Any
 
@@ -37,7 +35,6 @@ _SECRET_WORD = re.compile(
 # preview at a fraction of what a regex search over the whole text costs (that search
 # was the largest single cost of capture per run).
 _SECRET_STEMS = tuple(dict.fromkeys(stem for stem, _ in SECRET_WORDS))
-_SCALARS = frozenset({str, int, float, bool, type(None)})
 REDACTED = "***"
 TRUNCATED = "…[truncated]"
 
@@ -87,76 +84,94 @@ def _cut(data: bytes, max_bytes: int) -> str:
 def preview(value: Any, max_bytes: int) -> str:
     """A JSON preview of `value`, secret-looking keys replaced, cut at `max_bytes`.
 
-    Runs on the event loop for every captured step, so the common cases cost one
-    encode and one decode: a scalar has no keys, and a Struct of scalar fields has
-    only keys whose verdict is cached per type. Anything else is scanned for the
-    stems of secret-looking words (cheaper, for short texts, than working out which
-    keys a dict holds), and only a hit pays for the regex and redaction.
-    Truncation and values JSON cannot carry take slower paths. Never raises: capture
-    must not fail a run.
+    `finish(snapshot(value))` in one go; capture itself takes the snapshot on the event
+    loop and finishes it in the writer thread. Never raises: capture must not fail a run.
+    """
+    return finish(snapshot(value, max_bytes), max_bytes) or ""
+
+
+def preview_fields(names: tuple[Any, ...], values: Collection[Any], max_bytes: int) -> str:
+    """`preview(dict(zip(names, values)))`, through `snapshot_fields`."""
+    return finish(snapshot_fields(names, values, max_bytes), max_bytes) or ""
+
+
+Snapshot = bytes | str
+"""What the event loop keeps of a value for its preview: its JSON as `bytes`, not yet
+checked for secrets (`finish()` does that in the writer thread), or, for a value too
+long or not JSON as it is, the finished preview as `str`."""
+
+
+def snapshot(value: Any, max_bytes: int) -> Snapshot:
+    """The value's JSON, taken now: later changes to the value cannot reach it.
+
+    The one part of a preview that cannot wait for the writer thread, so on the event
+    loop a preview costs one encode. Anything longer than `max_bytes` is finished here
+    (cut, and redacted if it must be), so that a queue of records never holds more
+    than `max_bytes` per preview whatever the steps pass around. Never raises.
     """
     try:
         data = _encode(value)
     except (TypeError, ValueError, OverflowError):
         return _describe_preview(value, max_bytes)
     if len(data) > max_bytes:
-        if type(value) not in _SCALARS and _may_hold_secret(data.decode(errors="replace")):
-            return _redacted_preview(value, max_bytes)
-        return _cut(data, max_bytes)
-    kind = type(value)
-    if kind in _SCALARS:
-        return data.decode()
-    safe = _SAFE_SHAPES.get(kind)
-    if safe is None:
-        safe = _remember(kind, isinstance(value, msgspec.Struct) and _struct_is_flat_and_safe(kind))
-    if safe:
-        return data.decode()
-    text = data.decode()
-    if _may_hold_secret(text) and _looks_secret(text):
-        return _redacted_preview(value, max_bytes)
-    return text
+        return _finish_json(data, max_bytes)
+    return data
 
 
-def preview_fields(names: tuple[Any, ...], values: Collection[Any], max_bytes: int) -> str:
-    """`preview(dict(zip(names, values)))`, for names that are the same at every call.
+def snapshot_fields(names: tuple[Any, ...], values: Collection[Any], max_bytes: int) -> Snapshot:
+    """`snapshot(dict(zip(names, values)))`, for names that are the same at every call.
 
-    A step's parameter names and a pipeline's output keys are fixed, so whether one
-    of them looks like a secret is decided once per tuple of names; when every value
-    is a scalar, nothing else could be redacted, and the JSON object comes straight
-    from a Struct made for those names, with no dict built and no text scanned. Any
-    other case (a secret-looking name, a container value, a preview to cut) takes
-    `preview()`'s path and gets the same text it would.
+    The JSON object comes from a Struct type made once per tuple of names, so no dict
+    is built per call; whether a name or a value holds a secret is `finish()`'s
+    question, in the writer thread.
     """
     shape = _FIELD_SHAPES.get(names)
     if shape is None:
         shape = _field_shape(names)
     if shape is not False and len(values) == len(names):
-        for value in values:
-            if type(value) not in _SCALARS:
-                break
+        try:
+            data = _encode(shape(*values))
+        except (TypeError, ValueError, OverflowError):
+            pass  # an int beyond 64 bits, an object JSON cannot hold: snapshot() describes it
         else:
-            try:
-                data = _encode(shape(*values))
-            except (TypeError, ValueError, OverflowError):
-                data = None  # an int beyond 64 bits: preview() describes it
-            if data is not None and len(data) <= max_bytes:
-                return data.decode()
-    # strict=False: previews never raise; callers pass one value per name.
-    return preview(dict(zip(names, values, strict=False)), max_bytes)
+            return data if len(data) <= max_bytes else _finish_json(data, max_bytes)
+    return snapshot(dict(zip(names, values, strict=False)), max_bytes)
+
+
+def finish(data: Snapshot | None, max_bytes: int) -> str | None:
+    """The stored preview of a snapshot: secret-looking keys hidden, cut at `max_bytes`.
+
+    Runs in the capture writer thread (and in `preview()`). Never raises.
+    """
+    if data is None or type(data) is str:
+        return data
+    assert isinstance(data, bytes)
+    return _finish_json(data, max_bytes)
+
+
+def _finish_json(data: bytes, max_bytes: int) -> str:
+    """The stems test rules out the regex for almost every text; a text without a
+    secret-looking word anywhere has no such key, so redacting it would change nothing."""
+    text = data.decode(errors="replace")
+    if _may_hold_secret(text) and _looks_secret(text):
+        try:
+            data = _encode(_redact(msgspec.json.decode(data)))
+        except (msgspec.DecodeError, TypeError, ValueError, OverflowError):
+            return REDACTED
+        return _cut(data, max_bytes)
+    if len(data) > max_bytes:
+        return data[:max_bytes].decode(errors="ignore") + TRUNCATED
+    return text
 
 
 # Per tuple of names: a Struct type whose JSON is the object of those names, or False
-# when a name looks like a secret (those always take preview()'s path).
+# when they cannot be JSON keys of one object (not all str, or repeated).
 _FIELD_SHAPES: dict[tuple[Any, ...], Any] = {}
 
 
 def _field_shape(names: tuple[Any, ...]) -> Any:
     shape: Any = False
-    if (
-        all(type(name) is str for name in names)
-        and len(set(names)) == len(names)
-        and not any(_looks_secret(name) for name in names)
-    ):
+    if all(type(name) is str for name in names) and len(set(names)) == len(names):
         fields = [f"f{i}" for i in range(len(names))]  # any str is a JSON key, not every str a field
         shape = msgspec.defstruct("Fields", fields, rename=dict(zip(fields, names, strict=True)), gc=False)
     if len(_FIELD_SHAPES) < _MAX_SHAPES:
@@ -164,44 +179,7 @@ def _field_shape(names: tuple[Any, ...]) -> Any:
     return shape
 
 
-# Types whose JSON cannot hold a secret-looking key (True: Structs of scalar fields
-# with harmless names) or can (False: everything else, scanned each time).
-_SAFE_SHAPES: dict[Any, bool] = {}
 _MAX_SHAPES = 4096  # types made on the fly (msgspec.defstruct) must not grow this forever
-
-
-def _remember(shape: Any, safe: bool) -> bool:
-    if len(_SAFE_SHAPES) < _MAX_SHAPES:
-        _SAFE_SHAPES[shape] = safe
-    return safe
-
-
-def _is_scalar_type(tp: Any) -> bool:
-    if tp in _SCALARS or tp is None:
-        return True
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return all(_is_scalar_type(arg) for arg in typing.get_args(tp))
-    return False
-
-
-def _struct_is_flat_and_safe(kind: type[msgspec.Struct]) -> bool:
-    """Every field holds a scalar and no field's JSON name looks like a secret.
-
-    False (scan every time) for anything it cannot tell: previews must never raise.
-    """
-    try:
-        fields = msgspec.structs.fields(kind)
-        return all(_is_scalar_type(f.type) and not _looks_secret(f.encode_name) for f in fields)
-    except Exception:
-        return False
-
-
-def _redacted_preview(value: Any, max_bytes: int) -> str:
-    try:
-        data = _encode(_redact(msgspec.to_builtins(value, str_keys=True)))
-    except (TypeError, ValueError, OverflowError):
-        return REDACTED
-    return _cut(data, max_bytes)
 
 
 def _describe_preview(value: Any, max_bytes: int) -> str:

@@ -20,9 +20,10 @@ from capture import Capture
 from capture.breaker import CircuitBreaker
 from capture.lockfree_metrics import LoopHistogram
 from capture.publisher import Publisher
-from capture.records import CodeRecord, RunRecord, StepCode, StepRecord
-from capture.redact import preview, preview_fields
+from capture.records import CodeRecord, StepCode
+from capture.redact import Snapshot, snapshot, snapshot_fields
 from capture.sinks import Sink, sink_from_url
+from capture.snapshots import PipelineInfo, RunSnapshot, StepSnapshot
 from runtimes import logcapture
 from runtimes.base import RuntimeOptions, register_runtime
 from runtimes.cache import StepCache
@@ -57,23 +58,17 @@ _STATUS_TEXT = {status: status.value for status in RunStatus}
 
 class _PipelineCapture:
     """What capture needs of one pipeline, worked out at its first run: the effective
-    Capture options, the version, and the names every record repeats."""
+    Capture options, and the names and version every record repeats."""
 
-    __slots__ = (
-        "capture_artifacts",
-        "capture_logs",
-        "deployment",
-        "max_bytes",
-        "metadata",
-        "metrics",
-        "pipeline",
-        "version",
-    )
+    __slots__ = ("capture_artifacts", "capture_logs", "info", "max_bytes", "metadata", "metrics")
 
     def __init__(self, pipeline: Pipeline, capture: Capture, version: str, options: RuntimeOptions) -> None:
-        self.pipeline = pipeline.name
-        self.version = version
-        self.deployment = options.deployment_name
+        self.info = PipelineInfo(
+            pipeline=pipeline.name,
+            pipeline_version=version,
+            deployment=options.deployment_name,
+            max_bytes=options.capture_max_bytes,
+        )
         self.max_bytes = options.capture_max_bytes
         self.metadata = capture.metadata
         self.metrics = capture.metrics
@@ -81,26 +76,24 @@ class _PipelineCapture:
         self.capture_artifacts = capture.visualizations
 
 
-class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
-    """One captured run: who it is, and its step records as the executor reports them.
+class _RunCapture(RunSnapshot, kw_only=True, gc=False):
+    """One captured run: the executor's observer, and the snapshot that gets published.
 
-    Runs on the event loop once per step of every captured run: it takes each preview
-    when the value is fresh (inputs before the step runs, the output when it returns;
-    either may be changed in place later), builds the record, and leaves the rest to
-    the publisher's writer thread. A Struct rather than a class with `__init__`: one is
-    made per run, and msgspec's constructor, in C, costs half as many instructions.
+    Runs on the event loop once per step of every captured run, so it does only what
+    cannot wait: each preview's JSON is taken when the value is fresh (inputs before
+    the step runs, the output when it returns; either may be changed in place later),
+    as bytes; checking them for secrets, cutting them and building the records is the
+    writer thread's job (`RunSnapshot.record`). A Struct rather than a class with
+    `__init__`: one is made per run, and msgspec's constructor, in C, costs half as
+    many instructions.
     """
 
     state: _PipelineCapture
-    run_id: str
-    run_name: str
-    started_at: float
     capture_logs: bool  # read by the executor for every step
     capture_artifacts: bool
-    steps: list[StepRecord] = msgspec.field(default_factory=list)
 
-    def step_inputs(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> str | None:
-        """The input preview, taken before the step runs and can change its inputs."""
+    def step_inputs(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> Snapshot | None:
+        """The input snapshot, taken before the step runs and can change its inputs."""
         state = self.state
         if not state.metadata:
             return None
@@ -108,8 +101,8 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
         step = node.step
         names = step.positional_names
         if not kwargs and len(args) == len(names):
-            return preview_fields(names, args, state.max_bytes)
-        return preview(step.named_inputs(args, kwargs), state.max_bytes)
+            return snapshot_fields(names, args, state.max_bytes)
+        return snapshot(step.named_inputs(args, kwargs), state.max_bytes)
 
     def step_finished(
         self,
@@ -117,7 +110,7 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
         scope: StepScope | None,
         *,
         status: str,
-        inputs: str | None,
+        inputs: Snapshot | None,
         value: Any,
         error: str | None,
         attempts: int,
@@ -130,17 +123,16 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
             step_duration.observe(step.labels, duration)
         output = None
         if state.metadata and (status == "completed" or status == "cached"):
-            output = preview(value, state.max_bytes)
-        record = StepRecord(
+            output = snapshot(value, state.max_bytes)
+        record = StepSnapshot(
             step_id=node.id,
             step_name=step.name,
             status=status,
             started_at=started_at,
-            finished_at=started_at + duration,
             duration=duration,
             attempts=attempts,
-            input_preview=inputs,
-            output_preview=output,
+            inputs=inputs,
+            output=output,
             error=error,
         )
         if scope is not None:
@@ -236,6 +228,7 @@ class RealtimeRuntime:
         run_id = run_id or new_id()
         run_name = run_name or default_run_name(pipeline.name)
         observer = _RunCapture(
+            info=state.info,
             state=state,
             run_id=run_id,
             run_name=run_name,
@@ -260,44 +253,27 @@ class RealtimeRuntime:
         return result
 
     def _publish(self, run: _RunCapture, parameters: msgspec.Struct, result: RunResult | None) -> None:
-        """The run's record, with its parameters and outputs previewed, into the queue.
+        """The run's end and its parameters' and outputs' snapshots, then into the queue.
 
         `result` is None for a run canceled by its caller (the executor then raises
-        instead of returning). Each field is named once, here.
+        instead of returning): the snapshot's status is "canceled" already.
         """
-        state = run.state
-        finished_at = time.time()
-        error: str | None
+        finished_at = run.finished_at = time.time()
         if result is None:
-            status = error = "canceled"
-            duration = finished_at - run.started_at
+            run.error = "canceled"
+            run.duration = finished_at - run.started_at
             outputs = None
         else:
-            status = _STATUS_TEXT[result.status]
-            error = result.error
-            duration = result.execution_time
+            run.status = _STATUS_TEXT[result.status]
+            run.error = result.error
+            run.duration = result.execution_time
             outputs = result.outputs
-        params_preview = output_preview = None
+        state = run.state
         if state.metadata:
-            params_preview = preview(parameters, state.max_bytes)
-            if outputs is not None:  # the keys are the pipeline's outputs: the same every run
-                output_preview = preview_fields(tuple(outputs), outputs.values(), state.max_bytes)
-        record = RunRecord(
-            run_id=run.run_id,
-            run_name=run.run_name,
-            pipeline=state.pipeline,
-            pipeline_version=state.version,
-            status=status,
-            started_at=run.started_at,
-            finished_at=finished_at,
-            duration=duration,
-            parameters=params_preview,
-            output_preview=output_preview,
-            error=error,
-            deployment=state.deployment,
-            steps=tuple(run.steps),
-        )
-        self.publisher.publish(record)
+            run.parameters = snapshot(parameters, state.max_bytes)
+            if outputs is not None:  # a dict of str keys: its JSON is the preview's object
+                run.outputs = snapshot(outputs, state.max_bytes)
+        self.publisher.publish(run)
 
     def status(self) -> dict[str, Any]:
         return {"capture": self.publisher.status(), "cache_entries": len(self.executor.cache or ())}
