@@ -15,18 +15,17 @@ import collections
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import structlog
 
 from capture import metrics
 from capture.breaker import BreakerState, CircuitBreaker
-from capture.records import Record
+from capture.records import Record, RunRecord
+from capture.redact import finish
 from capture.sinks import Sink
-from capture.snapshots import RunSnapshot
 
-Queued = Record | RunSnapshot
-"""What `publish()` takes: a record, or a run's snapshot that the writer thread turns
-into its record just before the sink sees it."""
+Queued = Record
 
 log = structlog.get_logger("capture")
 
@@ -57,8 +56,10 @@ class Publisher:
         batch_size: int = 500,
         batch_interval: float = 0.25,
         breaker: CircuitBreaker | None = None,
+        preview_max_bytes: int = 4096,
     ) -> None:
         self.sink = sink
+        self.preview_max_bytes = preview_max_bytes  # where finish_previews cuts
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.batch_interval = batch_interval
@@ -145,8 +146,12 @@ class Publisher:
             metrics.breaker_open.set(0 if self.breaker.state is BreakerState.closed else 1)
 
     def _write_batch(self, batch: list[Queued]) -> None:
-        """In the writer thread: finish the snapshots, then hand the records to the sink."""
-        self.sink.write([item.record() if isinstance(item, RunSnapshot) else item for item in batch])
+        """In the writer thread: finish the previews left as JSON, then write the batch."""
+        max_bytes = self.preview_max_bytes
+        for record in batch:
+            if type(record) is RunRecord:
+                finish_previews(record, max_bytes)
+        self.sink.write(batch)
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Flush everything queued (bounded by `timeout`), then close the sink."""
@@ -176,3 +181,26 @@ class Publisher:
             "dropped": self.dropped,
             "breaker": self.breaker.snapshot(),
         }
+
+
+def finish_previews(record: RunRecord, max_bytes: int) -> None:
+    """Turn the previews the event loop left as JSON bytes into their stored text, in place.
+
+    In the writer thread, a batch at a time: the secret scan (and the redaction it
+    rarely calls for) is the dearest part of a preview, and here it runs neither on the
+    event loop nor cold between two requests. A record is the loop's no more once
+    published, so changing it here races with nothing.
+    """
+    taken: Any = record.parameters  # typed as stored, may be bytes: see StepRecord
+    if type(taken) is bytes:
+        record.parameters = finish(taken, max_bytes)
+    taken = record.output_preview
+    if type(taken) is bytes:
+        record.output_preview = finish(taken, max_bytes)
+    for step in record.steps:
+        taken = step.input_preview
+        if type(taken) is bytes:
+            step.input_preview = finish(taken, max_bytes)
+        taken = step.output_preview
+        if type(taken) is bytes:
+            step.output_preview = finish(taken, max_bytes)

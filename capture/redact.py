@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import types
+import typing
 from collections.abc import Collection
 from typing import Any
 
@@ -35,6 +37,8 @@ _SECRET_WORD = re.compile(
 # preview at a fraction of what a regex search over the whole text costs (that search
 # was the largest single cost of capture per run).
 _SECRET_STEMS = tuple(dict.fromkeys(stem for stem, _ in SECRET_WORDS))
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_OBJECT_OR_ARRAY = (ord("{"), ord("["))  # the first byte of the only JSON that can hold a key
 REDACTED = "***"
 TRUNCATED = "…[truncated]"
 
@@ -78,7 +82,7 @@ def _may_hold_secret(text: str) -> bool:
 def _cut(data: bytes, max_bytes: int) -> str:
     if len(data) > max_bytes:
         return data[:max_bytes].decode(errors="ignore") + TRUNCATED
-    return data.decode(errors="replace")
+    return data.decode()  # always UTF-8 from msgspec or str.encode(); errors= costs a keyword parse
 
 
 def preview(value: Any, max_bytes: int) -> str:
@@ -96,18 +100,19 @@ def preview_fields(names: tuple[Any, ...], values: Collection[Any], max_bytes: i
 
 
 Snapshot = bytes | str
-"""What the event loop keeps of a value for its preview: its JSON as `bytes`, not yet
-checked for secrets (`finish()` does that in the writer thread), or, for a value too
-long or not JSON as it is, the finished preview as `str`."""
+"""What the event loop keeps of a value for its preview: the finished preview (`str`)
+when it can tell cheaply that nothing in it needs hiding, else its JSON (`bytes`),
+which `finish()` checks for secrets in the capture writer thread."""
 
 
 def snapshot(value: Any, max_bytes: int) -> Snapshot:
     """The value's JSON, taken now: later changes to the value cannot reach it.
 
-    The one part of a preview that cannot wait for the writer thread, so on the event
-    loop a preview costs one encode. Anything longer than `max_bytes` is finished here
-    (cut, and redacted if it must be), so that a queue of records never holds more
-    than `max_bytes` per preview whatever the steps pass around. Never raises.
+    On the event loop this costs one encode, and a decode when the value cannot hold a
+    secret-looking key (a scalar, a Struct of scalar fields with harmless names: the
+    verdict is cached per type). Anything else is left as bytes for the writer thread
+    to scan and redact, unless it is longer than `max_bytes`: that is finished here, so
+    that queued records never hold more than `max_bytes` per preview. Never raises.
     """
     try:
         data = _encode(value)
@@ -115,15 +120,23 @@ def snapshot(value: Any, max_bytes: int) -> Snapshot:
         return _describe_preview(value, max_bytes)
     if len(data) > max_bytes:
         return _finish_json(data, max_bytes)
-    return data
+    kind = type(value)
+    if kind in _SCALARS:
+        return data.decode()
+    safe = _SAFE_SHAPES.get(kind)
+    if safe is None:
+        safe = _remember(kind, isinstance(value, msgspec.Struct) and _struct_is_flat_and_safe(kind))
+    return data.decode() if safe else data
 
 
 def snapshot_fields(names: tuple[Any, ...], values: Collection[Any], max_bytes: int) -> Snapshot:
     """`snapshot(dict(zip(names, values)))`, for names that are the same at every call.
 
-    The JSON object comes from a Struct type made once per tuple of names, so no dict
-    is built per call; whether a name or a value holds a secret is `finish()`'s
-    question, in the writer thread.
+    A step's parameter names and a pipeline's output keys are fixed, so whether one of
+    them looks like a secret is decided once per tuple of names, and the JSON object
+    comes from a Struct type made for those names, with no dict built per call. With
+    harmless names and scalar values nothing can need hiding, and the preview is
+    finished here; otherwise the bytes go to the writer thread.
     """
     shape = _FIELD_SHAPES.get(names)
     if shape is None:
@@ -134,7 +147,14 @@ def snapshot_fields(names: tuple[Any, ...], values: Collection[Any], max_bytes: 
         except (TypeError, ValueError, OverflowError):
             pass  # an int beyond 64 bits, an object JSON cannot hold: snapshot() describes it
         else:
-            return data if len(data) <= max_bytes else _finish_json(data, max_bytes)
+            if len(data) > max_bytes:
+                return _finish_json(data, max_bytes)
+            if shape in _SAFE_NAMES:
+                for value in values:
+                    if type(value) not in _SCALARS:
+                        return data
+                return data.decode()
+            return data
     return snapshot(dict(zip(names, values, strict=False)), max_bytes)
 
 
@@ -150,23 +170,57 @@ def finish(data: Snapshot | None, max_bytes: int) -> str | None:
 
 
 def _finish_json(data: bytes, max_bytes: int) -> str:
-    """The stems test rules out the regex for almost every text; a text without a
-    secret-looking word anywhere has no such key, so redacting it would change nothing."""
-    text = data.decode(errors="replace")
-    if _may_hold_secret(text) and _looks_secret(text):
-        try:
-            data = _encode(_redact(msgspec.json.decode(data)))
-        except (msgspec.DecodeError, TypeError, ValueError, OverflowError):
-            return REDACTED
-        return _cut(data, max_bytes)
-    if len(data) > max_bytes:
-        return data[:max_bytes].decode(errors="ignore") + TRUNCATED
-    return text
+    """Only an object or an array can hold a key. For those, the stems test rules out
+    the regex for almost every text; a text without a secret-looking word anywhere has
+    no such key, so redacting it would change nothing."""
+    if data and data[0] in _OBJECT_OR_ARRAY:
+        text = data.decode()  # msgspec writes valid UTF-8; errors= would cost a keyword parse
+        if _may_hold_secret(text) and _looks_secret(text):
+            try:
+                data = _encode(_redact(msgspec.json.decode(data)))
+            except (msgspec.DecodeError, TypeError, ValueError, OverflowError):
+                return REDACTED
+            return _cut(data, max_bytes)
+        if len(data) <= max_bytes:
+            return text
+    return _cut(data, max_bytes)
+
+
+def _is_scalar_type(tp: Any) -> bool:
+    if tp in _SCALARS or tp is None:
+        return True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return all(_is_scalar_type(arg) for arg in typing.get_args(tp))
+    return False
+
+
+def _struct_is_flat_and_safe(kind: type[msgspec.Struct]) -> bool:
+    """Every field holds a scalar and no field's JSON name looks like a secret.
+
+    False (scan every time) for anything it cannot tell: previews must never raise.
+    """
+    try:
+        fields = msgspec.structs.fields(kind)
+        return all(_is_scalar_type(f.type) and not _looks_secret(f.encode_name) for f in fields)
+    except Exception:
+        return False
+
+
+# Types whose JSON cannot hold a secret-looking key (True: Structs of scalar fields
+# with harmless names) or can (False: everything else, scanned each time).
+_SAFE_SHAPES: dict[Any, bool] = {}
+
+
+def _remember(shape: Any, safe: bool) -> bool:
+    if len(_SAFE_SHAPES) < _MAX_SHAPES:
+        _SAFE_SHAPES[shape] = safe
+    return safe
 
 
 # Per tuple of names: a Struct type whose JSON is the object of those names, or False
 # when they cannot be JSON keys of one object (not all str, or repeated).
 _FIELD_SHAPES: dict[tuple[Any, ...], Any] = {}
+_SAFE_NAMES: set[Any] = set()  # the shapes whose names none looks like a secret
 
 
 def _field_shape(names: tuple[Any, ...]) -> Any:
@@ -174,6 +228,8 @@ def _field_shape(names: tuple[Any, ...]) -> Any:
     if all(type(name) is str for name in names) and len(set(names)) == len(names):
         fields = [f"f{i}" for i in range(len(names))]  # any str is a JSON key, not every str a field
         shape = msgspec.defstruct("Fields", fields, rename=dict(zip(fields, names, strict=True)), gc=False)
+        if not any(_looks_secret(name) for name in names) and len(_SAFE_NAMES) < _MAX_SHAPES:
+            _SAFE_NAMES.add(shape)
     if len(_FIELD_SHAPES) < _MAX_SHAPES:
         _FIELD_SHAPES[names] = shape
     return shape

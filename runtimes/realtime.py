@@ -20,10 +20,9 @@ from capture import Capture
 from capture.breaker import CircuitBreaker
 from capture.lockfree_metrics import LoopHistogram
 from capture.publisher import Publisher
-from capture.records import CodeRecord, StepCode
+from capture.records import CodeRecord, RunRecord, StepCode, StepRecord, pending
 from capture.redact import Snapshot, snapshot, snapshot_fields
 from capture.sinks import Sink, sink_from_url
-from capture.snapshots import PipelineInfo, RunSnapshot, StepSnapshot
 from runtimes import logcapture
 from runtimes.base import RuntimeOptions, register_runtime
 from runtimes.cache import StepCache
@@ -58,17 +57,23 @@ _STATUS_TEXT = {status: status.value for status in RunStatus}
 
 class _PipelineCapture:
     """What capture needs of one pipeline, worked out at its first run: the effective
-    Capture options, and the names and version every record repeats."""
+    Capture options, the version, and the names every record repeats."""
 
-    __slots__ = ("capture_artifacts", "capture_logs", "info", "max_bytes", "metadata", "metrics")
+    __slots__ = (
+        "capture_artifacts",
+        "capture_logs",
+        "deployment",
+        "max_bytes",
+        "metadata",
+        "metrics",
+        "pipeline",
+        "version",
+    )
 
     def __init__(self, pipeline: Pipeline, capture: Capture, version: str, options: RuntimeOptions) -> None:
-        self.info = PipelineInfo(
-            pipeline=pipeline.name,
-            pipeline_version=version,
-            deployment=options.deployment_name,
-            max_bytes=options.capture_max_bytes,
-        )
+        self.pipeline = pipeline.name
+        self.version = version
+        self.deployment = options.deployment_name
         self.max_bytes = options.capture_max_bytes
         self.metadata = capture.metadata
         self.metrics = capture.metrics
@@ -76,21 +81,24 @@ class _PipelineCapture:
         self.capture_artifacts = capture.visualizations
 
 
-class _RunCapture(RunSnapshot, kw_only=True, gc=False):
-    """One captured run: the executor's observer, and the snapshot that gets published.
+class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
+    """One captured run: who it is, and its step records as the executor reports them.
 
-    Runs on the event loop once per step of every captured run, so it does only what
-    cannot wait: each preview's JSON is taken when the value is fresh (inputs before
-    the step runs, the output when it returns; either may be changed in place later),
-    as bytes; checking them for secrets, cutting them and building the records is the
-    writer thread's job (`RunSnapshot.record`). A Struct rather than a class with
-    `__init__`: one is made per run, and msgspec's constructor, in C, costs half as
-    many instructions.
+    Runs on the event loop once per step of every captured run: it takes each preview's
+    snapshot when the value is fresh (inputs before the step runs, the output when it
+    returns; either may be changed in place later), builds the record, and leaves the
+    rest to the publisher's writer thread (the secret scan of any snapshot left as JSON
+    bytes, and the rows). A Struct rather than a class with `__init__`: one is
+    made per run, and msgspec's constructor, in C, costs half as many instructions.
     """
 
     state: _PipelineCapture
+    run_id: str
+    run_name: str
+    started_at: float
     capture_logs: bool  # read by the executor for every step
     capture_artifacts: bool
+    steps: list[StepRecord] = msgspec.field(default_factory=list)
 
     def step_inputs(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> Snapshot | None:
         """The input snapshot, taken before the step runs and can change its inputs."""
@@ -124,15 +132,16 @@ class _RunCapture(RunSnapshot, kw_only=True, gc=False):
         output = None
         if state.metadata and (status == "completed" or status == "cached"):
             output = snapshot(value, state.max_bytes)
-        record = StepSnapshot(
+        record = StepRecord(
             step_id=node.id,
             step_name=step.name,
             status=status,
             started_at=started_at,
+            finished_at=started_at + duration,
             duration=duration,
             attempts=attempts,
-            inputs=inputs,
-            output=output,
+            input_preview=pending(inputs),
+            output_preview=pending(output),
             error=error,
         )
         if scope is not None:
@@ -166,6 +175,7 @@ class RealtimeRuntime:
             breaker=CircuitBreaker(
                 failure_threshold=o.capture_breaker_failures, cooldown=o.capture_breaker_cooldown
             ),
+            preview_max_bytes=o.capture_max_bytes,
         )
         # Per pipeline (by id, with the object kept so an id is never reused under us).
         self._states: dict[int, tuple[Pipeline, _PipelineCapture | None]] = {}
@@ -228,7 +238,6 @@ class RealtimeRuntime:
         run_id = run_id or new_id()
         run_name = run_name or default_run_name(pipeline.name)
         observer = _RunCapture(
-            info=state.info,
             state=state,
             run_id=run_id,
             run_name=run_name,
@@ -253,27 +262,44 @@ class RealtimeRuntime:
         return result
 
     def _publish(self, run: _RunCapture, parameters: msgspec.Struct, result: RunResult | None) -> None:
-        """The run's end and its parameters' and outputs' snapshots, then into the queue.
+        """The run's record, with its parameters and outputs previewed, into the queue.
 
         `result` is None for a run canceled by its caller (the executor then raises
-        instead of returning): the snapshot's status is "canceled" already.
+        instead of returning). Each field is named once, here.
         """
-        finished_at = run.finished_at = time.time()
+        state = run.state
+        finished_at = time.time()
+        error: str | None
         if result is None:
-            run.error = "canceled"
-            run.duration = finished_at - run.started_at
+            status = error = "canceled"
+            duration = finished_at - run.started_at
             outputs = None
         else:
-            run.status = _STATUS_TEXT[result.status]
-            run.error = result.error
-            run.duration = result.execution_time
+            status = _STATUS_TEXT[result.status]
+            error = result.error
+            duration = result.execution_time
             outputs = result.outputs
-        state = run.state
+        params_preview = output_preview = None
         if state.metadata:
-            run.parameters = snapshot(parameters, state.max_bytes)
-            if outputs is not None:  # a dict of str keys: its JSON is the preview's object
-                run.outputs = snapshot(outputs, state.max_bytes)
-        self.publisher.publish(run)
+            params_preview = snapshot(parameters, state.max_bytes)
+            if outputs is not None:  # the keys are the pipeline's outputs: the same every run
+                output_preview = snapshot_fields(tuple(outputs), outputs.values(), state.max_bytes)
+        record = RunRecord(
+            run_id=run.run_id,
+            run_name=run.run_name,
+            pipeline=state.pipeline,
+            pipeline_version=state.version,
+            status=status,
+            started_at=run.started_at,
+            finished_at=finished_at,
+            duration=duration,
+            parameters=pending(params_preview),
+            output_preview=pending(output_preview),
+            error=error,
+            deployment=state.deployment,
+            steps=tuple(run.steps),
+        )
+        self.publisher.publish(record)
 
     def status(self) -> dict[str, Any]:
         return {"capture": self.publisher.status(), "cache_entries": len(self.executor.cache or ())}

@@ -1,8 +1,9 @@
-"""Previews taken on the event loop as JSON bytes and finished in the writer thread.
+"""Previews taken on the event loop (`snapshot`) and finished in the writer thread.
 
 The loop's snapshot must be the value as it was when taken (the writer may run a batch
-interval later, after the caller and later steps changed the objects), and finishing it
-in the writer must give the text a preview made on the spot gives.
+interval later, after the caller and later steps changed the objects), finishing it in
+the writer must give the text a preview made on the spot gives, and no sink may ever
+see a preview that is not finished.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Annotated, Any
 
 import msgspec
 import pytest
-from capture_helpers import realtime, rows
+from capture_helpers import RecordingSink, realtime, rows
 
+from capture.records import RunRecord
 from capture.redact import REDACTED, TRUNCATED, finish, preview, snapshot, snapshot_fields
 from runtimes import pipeline, step
 
@@ -100,3 +102,28 @@ def test_a_long_value_is_finished_on_the_loop() -> None:
 
 def test_an_unreadable_snapshot_is_hidden() -> None:
     assert finish(b'{"password": ', 4096) == REDACTED
+
+
+@step
+async def echo_config(config: dict) -> Annotated[dict, "config"]:
+    return config
+
+
+@pipeline
+def configured(config: dict | None = None):
+    return echo_config(config)
+
+
+async def test_sinks_only_ever_see_finished_previews(tmp_path: Path) -> None:
+    """A dict's snapshot leaves the loop as JSON bytes; the sink gets the redacted text."""
+    sink = RecordingSink()
+    params = configured.parse_parameters({"config": {"token": "t0k3n", "region": "eu"}})
+    async with realtime(tmp_path / "unused.db", sink=sink) as runtime:
+        assert (await runtime.run(configured, params)).ok
+    (run,) = [r for r in sink.records if isinstance(r, RunRecord)]
+    (step_run,) = run.steps
+    previews = [run.parameters, run.output_preview, step_run.input_preview, step_run.output_preview]
+    assert all(type(p) is str for p in previews), previews
+    assert json.loads(step_run.input_preview or "") == {"config": {"token": REDACTED, "region": "eu"}}
+    assert json.loads(run.output_preview or "") == {"config": {"token": REDACTED, "region": "eu"}}
+    assert not any("t0k3n" in (p or "") for p in previews)
