@@ -98,7 +98,9 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
     started_at: float
     capture_logs: bool  # read by the executor for every step
     capture_artifacts: bool
-    steps: list[StepRecord] = msgspec.field(default_factory=list)
+    # A tuple grown by one per step, not a list turned into a tuple at the end: most
+    # pipelines have one step or a few, and the record keeps this very tuple.
+    steps: tuple[StepRecord, ...] = ()
 
     def step_inputs(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> Snapshot | None:
         """The input snapshot, taken before the step runs and can change its inputs."""
@@ -157,7 +159,7 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
                     artifacts.extend(v.artifact() for v in value if isinstance(v, Visualization))
                 if artifacts:
                     record.artifacts = artifacts
-        self.steps.append(record)
+        self.steps += (record,)
 
 
 class RealtimeRuntime:
@@ -297,7 +299,7 @@ class RealtimeRuntime:
             output_preview=pending(output_preview),
             error=error,
             deployment=state.deployment,
-            steps=tuple(run.steps),
+            steps=run.steps,
         )
         self.publisher.publish(record)
 
