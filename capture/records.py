@@ -44,7 +44,7 @@ class StepRecord(msgspec.Struct, kw_only=True, gc=False):
     duration: float
     attempts: int = 1
     # From the event loop to the writer thread a preview may still be the value's JSON
-    # as bytes (`capture.redact.snapshot`, passed through `pending()`); the publisher
+    # as bytes (`capture.redact.snapshot`); the publisher
     # finishes every one before a sink sees the record. Typed as stored, for the
     # decoders that read records back (msgspec takes no `str | bytes` union).
     input_preview: str | None = None
@@ -77,12 +77,6 @@ class RunRecord(msgspec.Struct, tag="run", kw_only=True, gc=False):
     error: str | None = None
     deployment: str | None = None
     steps: Sequence[StepRecord] = ()  # a tuple once published: untracked by the GC
-
-
-def pending(preview: str | bytes | None) -> str | None:
-    """A snapshot as a record field: bytes stay bytes until the publisher's writer
-    thread finishes them (`capture.publisher.finish_previews`); only the type changes."""
-    return preview  # type: ignore[return-value]
 
 
 class StepCode(msgspec.Struct, frozen=True, kw_only=True):

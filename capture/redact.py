@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import msgspec
@@ -156,6 +156,30 @@ def snapshot_fields(names: tuple[Any, ...], values: Collection[Any], max_bytes: 
                 return data.decode()
             return data
     return snapshot(dict(zip(names, values, strict=False)), max_bytes)
+
+
+def snapshot_mapping(mapping: Mapping[str, Any], names_safe: bool, max_bytes: int) -> Snapshot:
+    """`snapshot(mapping)` for a dict whose keys are known in advance (a pipeline's
+    outputs): `names_safe` is `names_look_harmless(keys)`, worked out once, so with
+    scalar values the preview is finished here and nothing is scanned."""
+    try:
+        data = _encode(mapping)
+    except (TypeError, ValueError, OverflowError):
+        return _describe_preview(mapping, max_bytes)
+    if len(data) > max_bytes:
+        return _finish_json(data, max_bytes)
+    if names_safe:
+        for value in mapping.values():
+            if type(value) not in _SCALARS:
+                return data
+        return data.decode()
+    return data
+
+
+def names_look_harmless(names: Collection[Any]) -> bool:
+    """No name is a secret-looking word (and every one is a str): their values may be
+    previewed as they are, if the values themselves hold no keys."""
+    return all(type(name) is str and not _looks_secret(name) for name in names)
 
 
 def finish(data: Snapshot | None, max_bytes: int) -> str | None:

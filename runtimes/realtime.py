@@ -20,8 +20,8 @@ from capture import Capture
 from capture.breaker import CircuitBreaker
 from capture.lockfree_metrics import LoopHistogram
 from capture.publisher import Publisher
-from capture.records import CodeRecord, RunRecord, StepCode, StepRecord, pending
-from capture.redact import Snapshot, snapshot, snapshot_fields
+from capture.records import CodeRecord, RunRecord, StepCode, StepRecord
+from capture.redact import Snapshot, names_look_harmless, snapshot, snapshot_fields, snapshot_mapping
 from capture.sinks import Sink, sink_from_url
 from runtimes import logcapture
 from runtimes.base import RuntimeOptions, register_runtime
@@ -66,6 +66,7 @@ class _PipelineCapture:
         "max_bytes",
         "metadata",
         "metrics",
+        "outputs_safe",
         "pipeline",
         "version",
     )
@@ -79,6 +80,7 @@ class _PipelineCapture:
         self.metrics = capture.metrics
         self.capture_logs = capture.logs
         self.capture_artifacts = capture.visualizations
+        self.outputs_safe = names_look_harmless([o.key for o in pipeline.outputs])
 
 
 class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
@@ -120,7 +122,7 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
         scope: StepScope | None,
         *,
         status: str,
-        inputs: Snapshot | None,
+        inputs: Any,  # Snapshot | None: bytes until the writer finishes it (StepRecord)
         value: Any,
         error: str | None,
         attempts: int,
@@ -131,7 +133,7 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
         state = self.state
         if state.metrics and (status == "completed" or status == "failed"):
             step_duration.observe(step.labels, duration)
-        output = None
+        output: Any = None  # a Snapshot, as `inputs`
         if state.metadata and (status == "completed" or status == "cached"):
             output = snapshot(value, state.max_bytes)
         record = StepRecord(
@@ -142,8 +144,8 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
             finished_at=started_at + duration,
             duration=duration,
             attempts=attempts,
-            input_preview=pending(inputs),
-            output_preview=pending(output),
+            input_preview=inputs,
+            output_preview=output,
             error=error,
         )
         if scope is not None:
@@ -281,11 +283,12 @@ class RealtimeRuntime:
             error = result.error
             duration = result.execution_time
             outputs = result.outputs
-        params_preview = output_preview = None
+        params_preview: Any = None  # Snapshots, bytes until the writer finishes them
+        output_preview: Any = None
         if state.metadata:
             params_preview = snapshot(parameters, state.max_bytes)
             if outputs is not None:  # the keys are the pipeline's outputs: the same every run
-                output_preview = snapshot_fields(tuple(outputs), outputs.values(), state.max_bytes)
+                output_preview = snapshot_mapping(outputs, state.outputs_safe, state.max_bytes)
         record = RunRecord(
             run_id=run.run_id,
             run_name=run.run_name,
@@ -295,8 +298,8 @@ class RealtimeRuntime:
             started_at=run.started_at,
             finished_at=finished_at,
             duration=duration,
-            parameters=pending(params_preview),
-            output_preview=pending(output_preview),
+            parameters=params_preview,
+            output_preview=output_preview,
             error=error,
             deployment=state.deployment,
             steps=run.steps,
