@@ -8,14 +8,16 @@ the daemon to.  See bench/README.md for the method and the targets.
 `daemon` serves an async step (it runs on the event loop) on the MemoryOnly
 runtime; `daemon-sync` serves the same pipeline with a plain `def` step, so each
 request also pays the hand-off to a worker thread.  `daemon-realtime` is `daemon`
-on the default `realtime` runtime with full capture: its req/s over `daemon`'s
-is the price of capture, and the harness checks that no capture record was
-dropped and counts the rows of its runs.db against the requests it served.
-The daemon/bare targets are checked for `daemon` only; the `daemon-sync` ratio is
-printed for information.
+on the default `realtime` runtime with full capture, the daemon as it starts by
+default: its req/s over `bare`'s is checked per server (issue 15), and the harness
+checks that no capture record was dropped and that every reply has its row in its
+runs.db.  `cpu` and `cpu-realtime` serve a 1 ms-CPU step on MemoryOnly and Realtime,
+in paired runs only: their ratio is checked too.  The daemon/bare targets are checked
+for `daemon`; the `daemon-sync` ratio is printed for information.  Each cold start
+is the median of three starts.
 
 Usage: python bench/run.py [--duration 10] [--servers hypercorn,uvicorn]
-                           [--targets daemon,daemon-sync,daemon-realtime,bare]
+                           [--targets daemon,daemon-sync,daemon-realtime,bare,cpu,cpu-realtime]
                            [--pairs 10] [--pair-duration 3] [--json PATH] [--jobs]
 """
 
