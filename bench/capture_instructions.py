@@ -119,7 +119,7 @@ async def _send(url: str, requests: int) -> None:
     """Wait for the daemon, then send `requests` POSTs over DAEMON_CONNECTIONS connections."""
     limits = httpx.Limits(max_connections=DAEMON_CONNECTIONS)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
-        for _ in range(1200):  # a daemon under callgrind takes 10-30 s to start
+        for _ in range(6000):  # a daemon under callgrind takes 10-30 s to start, minutes on a busy host
             try:
                 if (await client.get("/health")).status_code == 200:
                     break

@@ -15,13 +15,17 @@ import collections
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import structlog
 
 from capture import metrics
 from capture.breaker import BreakerState, CircuitBreaker
-from capture.records import Record
+from capture.records import Record, RunRecord
+from capture.redact import finish
 from capture.sinks import Sink
+
+Queued = Record
 
 log = structlog.get_logger("capture")
 
@@ -52,15 +56,17 @@ class Publisher:
         batch_size: int = 500,
         batch_interval: float = 0.25,
         breaker: CircuitBreaker | None = None,
+        preview_max_bytes: int = 4096,
     ) -> None:
         self.sink = sink
+        self.preview_max_bytes = preview_max_bytes  # where finish_previews cuts
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.batch_interval = batch_interval
         self.breaker = breaker or CircuitBreaker()
         self.written = 0
         self.dropped = 0
-        self._queue: collections.deque[Record] = collections.deque()
+        self._queue: collections.deque[Queued] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="capture-writer")
@@ -73,7 +79,7 @@ class Publisher:
     def queued(self) -> int:
         return len(self._queue)
 
-    def publish(self, record: Record) -> bool:
+    def publish(self, record: Queued) -> bool:
         """Queue a record; False (and counted) when the queue is full. Never blocks."""
         if len(self._queue) >= self.max_queue:
             self._drop(1, "queue_full")
@@ -113,7 +119,7 @@ class Publisher:
             batch = [queue.popleft() for _ in range(self.batch_size)]
         await self._write(batch)
 
-    async def _write(self, batch: list[Record]) -> None:
+    async def _write(self, batch: list[Queued]) -> None:
         if not self.breaker.allow():
             self._drop(len(batch), "breaker_open")
             return
@@ -126,7 +132,7 @@ class Publisher:
             return
         started = time.perf_counter()
         try:
-            future = asyncio.get_running_loop().run_in_executor(self._writer, self.sink.write, batch)
+            future = asyncio.get_running_loop().run_in_executor(self._writer, self._write_batch, batch)
             done, _ = await asyncio.wait((future,), timeout=self.breaker.write_deadline)
             if not done:
                 self._late_write(future, len(batch))
@@ -171,6 +177,14 @@ class Publisher:
 
         future.add_done_callback(ended)
 
+    def _write_batch(self, batch: list[Queued]) -> None:
+        """In the writer thread: finish the previews left as JSON, then write the batch."""
+        max_bytes = self.preview_max_bytes
+        for record in batch:
+            if type(record) is RunRecord:
+                finish_previews(record, max_bytes)
+        self.sink.write(batch)
+
     async def stop(self, timeout: float = 30.0) -> None:
         """Flush everything queued (bounded by `timeout`), then close the sink."""
         self._closing = True
@@ -199,3 +213,26 @@ class Publisher:
             "dropped": self.dropped,
             "breaker": self.breaker.snapshot(),
         }
+
+
+def finish_previews(record: RunRecord, max_bytes: int) -> None:
+    """Turn the previews the event loop left as JSON bytes into their stored text, in place.
+
+    In the writer thread, a batch at a time: the secret scan (and the redaction it
+    rarely calls for) is the dearest part of a preview, and here it runs neither on the
+    event loop nor cold between two requests. A record is the loop's no more once
+    published, so changing it here races with nothing.
+    """
+    taken: Any = record.parameters  # typed as stored, may be bytes: see StepRecord
+    if type(taken) is bytes:
+        record.parameters = finish(taken, max_bytes)
+    taken = record.output_preview
+    if type(taken) is bytes:
+        record.output_preview = finish(taken, max_bytes)
+    for step in record.steps:
+        taken = step.input_preview
+        if type(taken) is bytes:
+            step.input_preview = finish(taken, max_bytes)
+        taken = step.output_preview
+        if type(taken) is bytes:
+            step.output_preview = finish(taken, max_bytes)

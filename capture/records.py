@@ -43,6 +43,10 @@ class StepRecord(msgspec.Struct, kw_only=True, gc=False):
     finished_at: float
     duration: float
     attempts: int = 1
+    # From the event loop to the writer thread a preview may still be the value's JSON
+    # as bytes (`capture.redact.snapshot`); the publisher
+    # finishes every one before a sink sees the record. Typed as stored, for the
+    # decoders that read records back (msgspec takes no `str | bytes` union).
     input_preview: str | None = None
     output_preview: str | None = None
     error: str | None = None
@@ -68,7 +72,7 @@ class RunRecord(msgspec.Struct, tag="run", kw_only=True, gc=False):
     started_at: float
     finished_at: float
     duration: float
-    parameters: str | None = None  # JSON preview, secrets redacted
+    parameters: str | None = None  # JSON preview, secrets redacted (bytes until finished, as above)
     output_preview: str | None = None
     error: str | None = None
     deployment: str | None = None

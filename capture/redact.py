@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import msgspec
@@ -38,6 +38,7 @@ _SECRET_WORD = re.compile(
 # was the largest single cost of capture per run).
 _SECRET_STEMS = tuple(dict.fromkeys(stem for stem, _ in SECRET_WORDS))
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_OBJECT_OR_ARRAY = (ord("{"), ord("["))  # the first byte of the only JSON that can hold a key
 REDACTED = "***"
 TRUNCATED = "…[truncated]"
 
@@ -81,99 +82,132 @@ def _may_hold_secret(text: str) -> bool:
 def _cut(data: bytes, max_bytes: int) -> str:
     if len(data) > max_bytes:
         return data[:max_bytes].decode(errors="ignore") + TRUNCATED
-    return data.decode(errors="replace")
+    return data.decode()  # always UTF-8 from msgspec or str.encode(); errors= costs a keyword parse
 
 
 def preview(value: Any, max_bytes: int) -> str:
     """A JSON preview of `value`, secret-looking keys replaced, cut at `max_bytes`.
 
-    Runs on the event loop for every captured step, so the common cases cost one
-    encode and one decode: a scalar has no keys, and a Struct of scalar fields has
-    only keys whose verdict is cached per type. Anything else is scanned for the
-    stems of secret-looking words (cheaper, for short texts, than working out which
-    keys a dict holds), and only a hit pays for the regex and redaction.
-    Truncation and values JSON cannot carry take slower paths. Never raises: capture
-    must not fail a run.
+    `finish(snapshot(value))` in one go; capture itself takes the snapshot on the event
+    loop and finishes it in the writer thread. Never raises: capture must not fail a run.
+    """
+    return finish(snapshot(value, max_bytes), max_bytes) or ""
+
+
+def preview_fields(names: tuple[Any, ...], values: Collection[Any], max_bytes: int) -> str:
+    """`preview(dict(zip(names, values)))`, through `snapshot_fields`."""
+    return finish(snapshot_fields(names, values, max_bytes), max_bytes) or ""
+
+
+Snapshot = bytes | str
+"""What the event loop keeps of a value for its preview: the finished preview (`str`)
+when it can tell cheaply that nothing in it needs hiding, else its JSON (`bytes`),
+which `finish()` checks for secrets in the capture writer thread."""
+
+
+def snapshot(value: Any, max_bytes: int) -> Snapshot:
+    """The value's JSON, taken now: later changes to the value cannot reach it.
+
+    On the event loop this costs one encode, and a decode when the value cannot hold a
+    secret-looking key (a scalar, a Struct of scalar fields with harmless names: the
+    verdict is cached per type). Anything else is left as bytes for the writer thread
+    to scan and redact, unless it is longer than `max_bytes`: that is finished here, so
+    that queued records never hold more than `max_bytes` per preview. Never raises.
     """
     try:
         data = _encode(value)
     except (TypeError, ValueError, OverflowError):
         return _describe_preview(value, max_bytes)
     if len(data) > max_bytes:
-        if type(value) not in _SCALARS and _may_hold_secret(data.decode(errors="replace")):
-            return _redacted_preview(value, max_bytes)
-        return _cut(data, max_bytes)
+        return _finish_json(data, max_bytes)
     kind = type(value)
     if kind in _SCALARS:
         return data.decode()
     safe = _SAFE_SHAPES.get(kind)
     if safe is None:
         safe = _remember(kind, isinstance(value, msgspec.Struct) and _struct_is_flat_and_safe(kind))
-    if safe:
-        return data.decode()
-    text = data.decode()
-    if _may_hold_secret(text) and _looks_secret(text):
-        return _redacted_preview(value, max_bytes)
-    return text
+    return data.decode() if safe else data
 
 
-def preview_fields(names: tuple[Any, ...], values: Collection[Any], max_bytes: int) -> str:
-    """`preview(dict(zip(names, values)))`, for names that are the same at every call.
+def snapshot_fields(names: tuple[Any, ...], values: Collection[Any], max_bytes: int) -> Snapshot:
+    """`snapshot(dict(zip(names, values)))`, for names that are the same at every call.
 
-    A step's parameter names and a pipeline's output keys are fixed, so whether one
-    of them looks like a secret is decided once per tuple of names; when every value
-    is a scalar, nothing else could be redacted, and the JSON object comes straight
-    from a Struct made for those names, with no dict built and no text scanned. Any
-    other case (a secret-looking name, a container value, a preview to cut) takes
-    `preview()`'s path and gets the same text it would.
+    A step's parameter names and a pipeline's output keys are fixed, so whether one of
+    them looks like a secret is decided once per tuple of names, and the JSON object
+    comes from a Struct type made for those names, with no dict built per call. With
+    harmless names and scalar values nothing can need hiding, and the preview is
+    finished here; otherwise the bytes go to the writer thread.
     """
     shape = _FIELD_SHAPES.get(names)
     if shape is None:
         shape = _field_shape(names)
     if shape is not False and len(values) == len(names):
-        for value in values:
-            if type(value) not in _SCALARS:
-                break
+        try:
+            data = _encode(shape(*values))
+        except (TypeError, ValueError, OverflowError):
+            pass  # an int beyond 64 bits, an object JSON cannot hold: snapshot() describes it
         else:
-            try:
-                data = _encode(shape(*values))
-            except (TypeError, ValueError, OverflowError):
-                data = None  # an int beyond 64 bits: preview() describes it
-            if data is not None and len(data) <= max_bytes:
+            if len(data) > max_bytes:
+                return _finish_json(data, max_bytes)
+            if shape in _SAFE_NAMES:
+                for value in values:
+                    if type(value) not in _SCALARS:
+                        return data
                 return data.decode()
-    # strict=False: previews never raise; callers pass one value per name.
-    return preview(dict(zip(names, values, strict=False)), max_bytes)
+            return data
+    return snapshot(dict(zip(names, values, strict=False)), max_bytes)
 
 
-# Per tuple of names: a Struct type whose JSON is the object of those names, or False
-# when a name looks like a secret (those always take preview()'s path).
-_FIELD_SHAPES: dict[tuple[Any, ...], Any] = {}
+def snapshot_mapping(mapping: Mapping[str, Any], names_safe: bool, max_bytes: int) -> Snapshot:
+    """`snapshot(mapping)` for a dict whose keys are known in advance (a pipeline's
+    outputs): `names_safe` is `names_look_harmless(keys)`, worked out once, so with
+    scalar values the preview is finished here and nothing is scanned."""
+    try:
+        data = _encode(mapping)
+    except (TypeError, ValueError, OverflowError):
+        return _describe_preview(mapping, max_bytes)
+    if len(data) > max_bytes:
+        return _finish_json(data, max_bytes)
+    if names_safe:
+        for value in mapping.values():
+            if type(value) not in _SCALARS:
+                return data
+        return data.decode()
+    return data
 
 
-def _field_shape(names: tuple[Any, ...]) -> Any:
-    shape: Any = False
-    if (
-        all(type(name) is str for name in names)
-        and len(set(names)) == len(names)
-        and not any(_looks_secret(name) for name in names)
-    ):
-        fields = [f"f{i}" for i in range(len(names))]  # any str is a JSON key, not every str a field
-        shape = msgspec.defstruct("Fields", fields, rename=dict(zip(fields, names, strict=True)), gc=False)
-    if len(_FIELD_SHAPES) < _MAX_SHAPES:
-        _FIELD_SHAPES[names] = shape
-    return shape
+def names_look_harmless(names: Collection[Any]) -> bool:
+    """No name is a secret-looking word (and every one is a str): their values may be
+    previewed as they are, if the values themselves hold no keys."""
+    return all(type(name) is str and not _looks_secret(name) for name in names)
 
 
-# Types whose JSON cannot hold a secret-looking key (True: Structs of scalar fields
-# with harmless names) or can (False: everything else, scanned each time).
-_SAFE_SHAPES: dict[Any, bool] = {}
-_MAX_SHAPES = 4096  # types made on the fly (msgspec.defstruct) must not grow this forever
+def finish(data: Snapshot | None, max_bytes: int) -> str | None:
+    """The stored preview of a snapshot: secret-looking keys hidden, cut at `max_bytes`.
+
+    Runs in the capture writer thread (and in `preview()`). Never raises.
+    """
+    if data is None or type(data) is str:
+        return data
+    assert isinstance(data, bytes)
+    return _finish_json(data, max_bytes)
 
 
-def _remember(shape: Any, safe: bool) -> bool:
-    if len(_SAFE_SHAPES) < _MAX_SHAPES:
-        _SAFE_SHAPES[shape] = safe
-    return safe
+def _finish_json(data: bytes, max_bytes: int) -> str:
+    """Only an object or an array can hold a key. For those, the stems test rules out
+    the regex for almost every text; a text without a secret-looking word anywhere has
+    no such key, so redacting it would change nothing."""
+    if data and data[0] in _OBJECT_OR_ARRAY:
+        text = data.decode()  # msgspec writes valid UTF-8; errors= would cost a keyword parse
+        if _may_hold_secret(text) and _looks_secret(text):
+            try:
+                data = _encode(_redact(msgspec.json.decode(data)))
+            except (msgspec.DecodeError, TypeError, ValueError, OverflowError):
+                return REDACTED
+            return _cut(data, max_bytes)
+        if len(data) <= max_bytes:
+            return text
+    return _cut(data, max_bytes)
 
 
 def _is_scalar_type(tp: Any) -> bool:
@@ -196,12 +230,36 @@ def _struct_is_flat_and_safe(kind: type[msgspec.Struct]) -> bool:
         return False
 
 
-def _redacted_preview(value: Any, max_bytes: int) -> str:
-    try:
-        data = _encode(_redact(msgspec.to_builtins(value, str_keys=True)))
-    except (TypeError, ValueError, OverflowError):
-        return REDACTED
-    return _cut(data, max_bytes)
+# Types whose JSON cannot hold a secret-looking key (True: Structs of scalar fields
+# with harmless names) or can (False: everything else, scanned each time).
+_SAFE_SHAPES: dict[Any, bool] = {}
+
+
+def _remember(shape: Any, safe: bool) -> bool:
+    if len(_SAFE_SHAPES) < _MAX_SHAPES:
+        _SAFE_SHAPES[shape] = safe
+    return safe
+
+
+# Per tuple of names: a Struct type whose JSON is the object of those names, or False
+# when they cannot be JSON keys of one object (not all str, or repeated).
+_FIELD_SHAPES: dict[tuple[Any, ...], Any] = {}
+_SAFE_NAMES: set[Any] = set()  # the shapes whose names none looks like a secret
+
+
+def _field_shape(names: tuple[Any, ...]) -> Any:
+    shape: Any = False
+    if all(type(name) is str for name in names) and len(set(names)) == len(names):
+        fields = [f"f{i}" for i in range(len(names))]  # any str is a JSON key, not every str a field
+        shape = msgspec.defstruct("Fields", fields, rename=dict(zip(fields, names, strict=True)), gc=False)
+        if not any(_looks_secret(name) for name in names) and len(_SAFE_NAMES) < _MAX_SHAPES:
+            _SAFE_NAMES.add(shape)
+    if len(_FIELD_SHAPES) < _MAX_SHAPES:
+        _FIELD_SHAPES[names] = shape
+    return shape
+
+
+_MAX_SHAPES = 4096  # types made on the fly (msgspec.defstruct) must not grow this forever
 
 
 def _describe_preview(value: Any, max_bytes: int) -> str:

@@ -21,7 +21,7 @@ from capture.breaker import CircuitBreaker
 from capture.lockfree_metrics import LoopHistogram
 from capture.publisher import Publisher
 from capture.records import CodeRecord, RunRecord, StepCode, StepRecord
-from capture.redact import preview, preview_fields
+from capture.redact import Snapshot, names_look_harmless, snapshot, snapshot_fields, snapshot_mapping
 from capture.sinks import Sink, sink_from_url
 from runtimes import logcapture
 from runtimes.base import RuntimeOptions, register_runtime
@@ -67,6 +67,7 @@ class _PipelineCapture:
         "max_bytes",
         "metadata",
         "metrics",
+        "outputs_safe",
         "pipeline",
         "version",
     )
@@ -80,15 +81,17 @@ class _PipelineCapture:
         self.metrics = capture.metrics
         self.capture_logs = capture.logs
         self.capture_artifacts = capture.visualizations
+        self.outputs_safe = names_look_harmless([o.key for o in pipeline.outputs])
 
 
 class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
     """One captured run: who it is, and its step records as the executor reports them.
 
-    Runs on the event loop once per step of every captured run: it takes each preview
-    when the value is fresh (inputs before the step runs, the output when it returns;
-    either may be changed in place later), builds the record, and leaves the rest to
-    the publisher's writer thread. A Struct rather than a class with `__init__`: one is
+    Runs on the event loop once per step of every captured run: it takes each preview's
+    snapshot when the value is fresh (inputs before the step runs, the output when it
+    returns; either may be changed in place later), builds the record, and leaves the
+    rest to the publisher's writer thread (the secret scan of any snapshot left as JSON
+    bytes, and the rows). A Struct rather than a class with `__init__`: one is
     made per run, and msgspec's constructor, in C, costs half as many instructions.
     """
 
@@ -98,10 +101,12 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
     started_at: float
     capture_logs: bool  # read by the executor for every step
     capture_artifacts: bool
-    steps: list[StepRecord] = msgspec.field(default_factory=list)
+    # A tuple grown by one per step, not a list turned into a tuple at the end: most
+    # pipelines have one step or a few, and the record keeps this very tuple.
+    steps: tuple[StepRecord, ...] = ()
 
-    def step_inputs(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> str | None:
-        """The input preview, taken before the step runs and can change its inputs."""
+    def step_inputs(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> Snapshot | None:
+        """The input snapshot, taken before the step runs and can change its inputs."""
         state = self.state
         if not state.metadata:
             return None
@@ -109,8 +114,8 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
         step = node.step
         names = step.positional_names
         if not kwargs and len(args) == len(names):
-            return preview_fields(names, args, state.max_bytes)
-        return preview(step.named_inputs(args, kwargs), state.max_bytes)
+            return snapshot_fields(names, args, state.max_bytes)
+        return snapshot(step.named_inputs(args, kwargs), state.max_bytes)
 
     def step_finished(
         self,
@@ -118,7 +123,7 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
         scope: StepScope | None,
         *,
         status: str,
-        inputs: str | None,
+        inputs: Any,  # Snapshot | None: bytes until the writer finishes it (StepRecord)
         value: Any,
         error: str | None,
         attempts: int,
@@ -129,9 +134,9 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
         state = self.state
         if state.metrics and (status == "completed" or status == "failed"):
             step_duration.observe(step.labels, duration)
-        output = None
+        output: Any = None  # a Snapshot, as `inputs`
         if state.metadata and (status == "completed" or status == "cached"):
-            output = preview(value, state.max_bytes)
+            output = snapshot(value, state.max_bytes)
         record = StepRecord(
             step_id=node.id,
             step_name=step.name,
@@ -157,7 +162,7 @@ class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
                     artifacts.extend(v.artifact() for v in value if isinstance(v, Visualization))
                 if artifacts:
                     record.artifacts = artifacts
-        self.steps.append(record)
+        self.steps += (record,)
 
 
 class RealtimeRuntime:
@@ -177,6 +182,7 @@ class RealtimeRuntime:
                 cooldown=o.capture_breaker_cooldown,
                 write_deadline=o.capture_write_deadline,
             ),
+            preview_max_bytes=o.capture_max_bytes,
         )
         # Per pipeline (by id, with the object kept so an id is never reused under us).
         self._states: dict[int, tuple[Pipeline, _PipelineCapture | None]] = {}
@@ -314,11 +320,12 @@ class RealtimeRuntime:
             error = result.error
             duration = result.execution_time
             outputs = result.outputs
-        params_preview = output_preview = None
+        params_preview: Any = None  # Snapshots, bytes until the writer finishes them
+        output_preview: Any = None
         if state.metadata:
-            params_preview = preview(parameters, state.max_bytes)
+            params_preview = snapshot(parameters, state.max_bytes)
             if outputs is not None:  # the keys are the pipeline's outputs: the same every run
-                output_preview = preview_fields(tuple(outputs), outputs.values(), state.max_bytes)
+                output_preview = snapshot_mapping(outputs, state.outputs_safe, state.max_bytes)
         record = RunRecord(
             run_id=run.run_id,
             run_name=run.run_name,
@@ -332,7 +339,7 @@ class RealtimeRuntime:
             output_preview=output_preview,
             error=error,
             deployment=state.deployment,
-            steps=tuple(run.steps),
+            steps=run.steps,
         )
         self.publisher.publish(record)
 
