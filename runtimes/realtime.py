@@ -296,7 +296,7 @@ class RealtimeRuntime:
                 started_at=now,
                 finished_at=now,
                 duration=0.0,
-                parameters=preview(parameters, state.max_bytes) if state.metadata else None,
+                parameters=snapshot(parameters, state.max_bytes) if state.metadata else None,
                 error=error,
                 deployment=state.deployment,
             )
