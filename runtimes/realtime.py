@@ -286,6 +286,9 @@ class RealtimeRuntime:
         if state is None:
             return
         now = time.time()
+        params_preview: Any = (
+            snapshot(parameters, state.max_bytes) if state.metadata else None
+        )  # see _publish
         self.publisher.publish(
             RunRecord(
                 run_id=run_id,
@@ -296,7 +299,7 @@ class RealtimeRuntime:
                 started_at=now,
                 finished_at=now,
                 duration=0.0,
-                parameters=snapshot(parameters, state.max_bytes) if state.metadata else None,
+                parameters=params_preview,
                 error=error,
                 deployment=state.deployment,
             )
