@@ -147,6 +147,11 @@ def test_stream_durations_are_rounded(fleet: Home) -> None:
 # -- item 4: Ctrl-C on --wait and --stream --------------------------------------------
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT,))
+
+
 class Interruptible:
     """The CLI as a process whose stderr is read as it comes, to interrupt it mid-wait."""
 
@@ -159,6 +164,10 @@ class Interruptible:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # A runner may start the suite with SIGINT ignored (in the background) or
+            # blocked, and children inherit both: a Python started so never raises
+            # KeyboardInterrupt. The CLI gets what a terminal gives it.
+            preexec_fn=_sigint_default,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -2,9 +2,13 @@
 (`. .venv/bin/activate`, which puts the CLI on PATH), in a real shell, against real
 deployments in a private $SERVING_HOME (issue 16, item 1).
 
-Two liberties, both stated here: the examples of the Deployments section run first, so
-that `serving runs ...` has runs to show, and the placeholder `RUN_ID` is replaced by a
-run id those made. An example whose comment says `refused` must fail, in one line.
+Three liberties, all stated here: the examples of the Deployments section run first, so
+that `serving runs ...` has runs to show; the placeholder `RUN_ID` is replaced by a
+run id those made; and the docker flavor's default base image is this machine's offline
+one (`SERVING_DOCKER_BASE_IMAGE`, as a user without registry access would set it). The
+commands run in a scratch folder that links `examples/` and `.venv/`, so the files
+`render -o` writes stay out of the repository. An example whose comment says `refused`
+must fail, in one line. The Docker examples need the engine the docker tests use.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import subprocess
 from pathlib import Path
 
 from deploy_helpers import CLI_TIMEOUT, Home
+from docker_helpers import engine, ensure_base_image, remove_deployments_of
+
+from serving.deploy.deployers.docker import BASE_IMAGE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -41,11 +48,11 @@ def cli_examples(text: str) -> list[tuple[str, str]]:
     return examples
 
 
-def run(home: Home, command: str) -> subprocess.CompletedProcess[str]:
+def run(home: Home, command: str, cwd: Path, base_image: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", "-e", "-o", "pipefail", "-c", f"{ACTIVATE}\n{command}"],
-        cwd=ROOT,
-        env=home.env(),
+        cwd=cwd,
+        env={**home.env(), BASE_IMAGE_ENV: base_image},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -59,7 +66,20 @@ def test_the_readme_puts_the_cli_on_path_in_its_setup() -> None:
     assert text.index(ACTIVATE) < text.index("    serving "), "activate before the first CLI example"
 
 
-def test_every_readme_cli_example_runs_as_written(home: Home) -> None:
+def test_every_readme_cli_example_runs_as_written(home: Home, tmp_path: Path) -> None:
+    client = engine()
+    base_image = ensure_base_image(client)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for name in ("examples", ".venv"):
+        (scratch / name).symlink_to(ROOT / name)
+    try:
+        _run_examples(home, scratch, base_image)
+    finally:
+        remove_deployments_of(client, home.path, set())
+
+
+def _run_examples(home: Home, scratch: Path, base_image: str) -> None:
     examples = cli_examples(README.read_text())
     assert len(examples) >= 15, examples
     runs = [e for e in examples if e[0].startswith("serving runs ")]
@@ -69,7 +89,7 @@ def test_every_readme_cli_example_runs_as_written(home: Home) -> None:
         if "RUN_ID" in command:
             assert run_id, "no run id to show"
             command = command.replace("RUN_ID", run_id)
-        result = run(home, command)
+        result = run(home, command, scratch, base_image)
         shown = f"$ {command}\nexit {result.returncode}\n{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr, shown
         if comment.startswith("refused"):

@@ -48,6 +48,8 @@ from serving.deploy.registry import Deployment, DeploymentStatus, Registry, Snap
 from serving.deploy.render.spec import image_name
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
+# A machine's own default for --base-image (a mirror, or an image built offline).
+BASE_IMAGE_ENV = "SERVING_DOCKER_BASE_IMAGE"
 LABEL = "dev.serving.deployment"  # value: the deployment id, on images, containers, volumes
 HOME_IN_CONTAINER = "/var/lib/serving"
 CODE_IN_CONTAINER = "/app/code"
@@ -275,7 +277,7 @@ class DockerDeployer:
         self, deployment: Deployment, snapshot: Snapshot, *, port: int | None, progress: Progress
     ) -> Deployment:
         data = deployment.flavor_data
-        base = data.get("base_image") or DEFAULT_BASE_IMAGE
+        base = data.get("base_image") or os.environ.get(BASE_IMAGE_ENV) or DEFAULT_BASE_IMAGE
         network = data.get("network")
         engine = self.client()
         tag = self.build(deployment, snapshot, base, progress)
