@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from deploy_helpers import SHOUT, Home, failure, ok
 from starlette.routing import Route
 
 from serving.cli import main
+from serving.deploy.deployers.local import free_port
 from serving.settings import Settings, load_settings
 
 KUBE_VERSION = kubernetes_validate.latest_version()
@@ -167,16 +167,10 @@ def test_kubernetes_manifests_agree_with_the_daemon(shout: Home, tmp_path: Path)
     assert AUTH_KEY not in yaml.safe_dump(docs["deployment.yaml"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_daemon_with_the_rendered_environment_answers_where_the_manifests_say(
     shout: Home, tmp_path: Path, daemon: Any
 ) -> None:
-    port = _free_port()
+    port = free_port()
     docs = render_dir(shout, tmp_path, "kubernetes", "--port", str(port))
     (container,) = docs["deployment.yaml"]["spec"]["template"]["spec"]["containers"]
     secret = docs["secret.yaml"]["stringData"]

@@ -5,25 +5,20 @@ shows within 80 columns (issue 16, item 6)."""
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
 import httpx
 from polling import wait_until
 
+from serving.deploy.deployers.local import free_port
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HELLO = f"{EXAMPLES / 'hello.py'}:hello"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_console_access_line_leads_with_status_method_path_duration(daemon: Any) -> None:
-    port = _free_port()
+    port = free_port()
     # The console format has no JSON `listening` line to wait on: probe the port instead.
     d = daemon(HELLO, wait=False, log_format="console", port=port)
     url = f"http://127.0.0.1:{port}"

@@ -28,7 +28,6 @@ import platform
 import re
 import secrets
 import shutil
-import socket
 import tarfile
 import tempfile
 import time
@@ -43,6 +42,7 @@ import msgspec
 from docker.models.containers import Container
 
 from serving.deploy.deployers.base import DeployError, Progress
+from serving.deploy.deployers.local import free_port, port_free
 from serving.deploy.deployers.wheels import build_wheels
 from serving.deploy.registry import Deployment, DeploymentStatus, Registry, Snapshot
 from serving.deploy.render.spec import image_name
@@ -79,22 +79,6 @@ def _one_line(text: object) -> str:
 
 def docker_host() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (DOCKER_HOST unset)"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def volume_name(deployment: Deployment) -> str:
@@ -282,10 +266,10 @@ class DockerDeployer:
         engine = self.client()
         tag = self.build(deployment, snapshot, base, progress)
         if port is not None:
-            if not _port_free(port):
+            if not port_free(port):
                 raise DeployError(f"port {port} is already in use on {HOST}; pick another or omit --port")
         else:
-            port = _free_port()
+            port = free_port()
         args = run_arguments(deployment, tag, port=port, network=network, env=_container_env(deployment))
         volume = volume_name(deployment)
         try:

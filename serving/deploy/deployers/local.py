@@ -40,7 +40,8 @@ def port_free(port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on now (the kernel's pick on the loopback address)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -92,7 +93,7 @@ class LocalDeployer:
             if not port_free(port):
                 raise DeployError(f"port {port} is already in use on {HOST}; pick another or omit --port")
         else:
-            port = _free_port()
+            port = free_port()
         log_path = self.log_path(deployment)
         private_dir(log_path.parent.parent)
         private_dir(log_path.parent)
