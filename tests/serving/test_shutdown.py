@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from calls import Call
 from polling import wait_for_file
 
 from serving.app import AppState
@@ -23,30 +23,6 @@ HANG_GUARD = 15.0
 def server(request: pytest.FixtureRequest) -> str:
     """Every daemon-level test here runs on both servers; drains differ between them."""
     return request.param
-
-
-class Call(threading.Thread):
-    """POST /invoke in a thread; keeps the response or the exception."""
-
-    def __init__(self, url: str, body: Any) -> None:
-        super().__init__(daemon=True)
-        self.url, self.body = url, body
-        self.response: httpx.Response | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with httpx.Client(timeout=HANG_GUARD) as client:
-                self.response = client.post(f"{self.url}/invoke", json=self.body)
-        except BaseException as exc:
-            self.error = exc
-
-    def result(self) -> httpx.Response:
-        self.join(HANG_GUARD)
-        assert not self.is_alive(), "request still running"
-        assert self.error is None, repr(self.error)
-        assert self.response is not None
-        return self.response
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

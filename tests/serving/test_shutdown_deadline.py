@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
+from calls import Call
 from polling import wait_for_file, wait_until
 
 from jobs.redis_store import RedisJobStore
@@ -106,30 +106,6 @@ def test_sigterm_ends_the_process_while_a_subscriber_never_reads(
     events = d.log_events()
     assert events[-1]["event"] == "stopped"
     assert not [e for e in events if "exception" in e], d.logs()  # no traceback
-
-
-class Call(threading.Thread):
-    """POST /invoke in a thread; keeps the response or the exception."""
-
-    def __init__(self, url: str, body: Any) -> None:
-        super().__init__(daemon=True)
-        self.url, self.body = url, body
-        self.response: httpx.Response | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with httpx.Client(timeout=HANG_GUARD) as client:
-                self.response = client.post(f"{self.url}/invoke", json=self.body)
-        except BaseException as exc:
-            self.error = exc
-
-    def result(self) -> httpx.Response:
-        self.join(HANG_GUARD)
-        assert not self.is_alive(), "request still running"
-        assert self.error is None, repr(self.error)
-        assert self.response is not None
-        return self.response
 
 
 def test_sync_invoke_past_the_graceful_timeout_gets_503(daemon: Any, tmp_path: Path, server: str) -> None:
