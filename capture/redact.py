@@ -218,6 +218,15 @@ def _is_scalar_type(tp: Any) -> bool:
     return False
 
 
+def struct_is_flat(kind: type[msgspec.Struct]) -> bool:
+    """Every field holds a scalar: a value of this type cannot change in place, nor can
+    any of its fields. False for anything it cannot tell."""
+    try:
+        return all(_is_scalar_type(f.type) for f in msgspec.structs.fields(kind))
+    except Exception:
+        return False
+
+
 def _struct_is_flat_and_safe(kind: type[msgspec.Struct]) -> bool:
     """Every field holds a scalar and no field's JSON name looks like a secret.
 

@@ -43,6 +43,7 @@ class RuntimeOptions(msgspec.Struct, frozen=True, kw_only=True):
     capture_breaker_failures: int = 5
     capture_breaker_cooldown: float = 10.0
     capture_write_deadline: float = 2.5
+    capture_sample: float = 1.0  # the fraction of runs captured, each drawn at random
     capture_overrides: dict[str, bool] = {}
     cache_ttl: float = 300.0
     cache_size: int = 1024

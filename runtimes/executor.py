@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import msgspec
 import structlog
 
 from runtimes import events as ev
@@ -40,28 +41,21 @@ class RunStatus(enum.StrEnum):
     timed_out = "timed_out"
 
 
-class RunResult:
-    """What one run produced; `error` is safe for clients, `exception` is for Python callers."""
+class RunResult(msgspec.Struct, gc=False):
+    """What one run produced; `error` is safe for clients, `exception` is for Python callers.
 
-    __slots__ = ("error", "exception", "execution_time", "outputs", "run_id", "run_name", "status")
+    A Struct, not a class with `__init__`: one is made per run on the request path, and
+    msgspec's constructor runs in C. Untracked by the GC (`gc=False`): it is returned and
+    dropped, and an exception's traceback never refers back to it.
+    """
 
-    def __init__(
-        self,
-        run_id: str,
-        run_name: str,
-        status: RunStatus,
-        outputs: dict[str, Any] | None,
-        execution_time: float,
-        error: str | None = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        self.run_id = run_id
-        self.run_name = run_name
-        self.status = status
-        self.outputs = outputs
-        self.execution_time = execution_time
-        self.error = error
-        self.exception = exception
+    run_id: str
+    run_name: str
+    status: RunStatus
+    outputs: dict[str, Any] | None
+    execution_time: float
+    error: str | None = None
+    exception: BaseException | None = None
 
     @property
     def ok(self) -> bool:
@@ -103,45 +97,53 @@ class _Emitter:
         self.callback(cls(seq=self.seq, run_id=self.run_id, ts=time.time(), **fields))
 
 
-class _RunContext:
-    """What every step of one run needs to report to: event stream and observer."""
+class _RunContext(msgspec.Struct):
+    """What every step of one run needs to report to: the event stream, the observer and
+    the run it keeps (`observed`), and the loop that step threads send events back to."""
 
-    __slots__ = ("emit", "observer", "run_id")
-
-    def __init__(self, run_id: str, emit: _Emitter | None, observer: RunObserver | None) -> None:
-        self.run_id = run_id
-        self.emit = emit
-        self.observer = observer
+    run_id: str
+    emit: _Emitter | None
+    observer: RunObserver | None
+    observed: Any
+    loop: asyncio.AbstractEventLoop
+    loop_thread: int
 
 
 class RunObserver(Protocol):
     """Sees each step's inputs, output and captured logs; the Realtime runtime's capture hook.
 
-    Called on the event loop thread; must not raise or block. `step_inputs` is called
-    before the step runs (a step may change its inputs in place), and what it returns
-    comes back to `step_finished` as `inputs`.
+    One observer serves every run of a pipeline: what belongs to one run is `run`, the
+    object passed to `DagExecutor.run` as `observed`, handed back on every call. Called
+    on the event loop thread; must not raise or block. `step_started` is called before
+    the step runs (a step may change its inputs in place), and what it returns comes
+    back to `step_completed` or `step_ended` as `taken`, once.
     """
 
     capture_logs: bool
     capture_artifacts: bool
 
-    def step_inputs(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> Any: ...
+    def step_started(self, run: Any, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> Any: ...
 
-    def step_finished(
+    def step_completed(
+        self, run: Any, taken: Any, scope: StepScope, value: Any, attempts: int, duration: float
+    ) -> None:
+        """The common case, positional: each argument has a type of its own but `value`."""
+        ...
+
+    def step_ended(
         self,
-        node: StepNode,
+        run: Any,
+        taken: Any,
         scope: StepScope | None,
         *,
         status: str,
-        inputs: Any,
         value: Any,
         error: str | None,
         attempts: int,
-        started_at: float,
         duration: float,
     ) -> None:
-        """Keyword-only: `started_at` and `duration` are both floats, `inputs`, `value`
-        and `error` may all be strings, so a call in the wrong order would still run."""
+        """Every other end (failed, canceled, cached); keyword-only, because `value` and
+        `error` may both be strings and a call in the wrong order would still run."""
         ...
 
 
@@ -181,6 +183,7 @@ class DagExecutor:
         timeout: float | None = None,
         on_event: EventCallback | None = None,
         observer: RunObserver | None = None,
+        observed: Any = None,
         control: RunControl | None = None,
     ) -> RunResult:
         """Run the pipeline with already-validated parameters.
@@ -191,11 +194,17 @@ class DagExecutor:
         A run that ended that way may leave sync steps running in their threads:
         `control` (pass one to see it) counts them and marks the run cancelled for
         `cancelled()`, which its steps see through the `current_run` contextvar.
+        `observer` sees every step of the run, and `observed` is what it keeps of this
+        run (see RunObserver).
         """
         run_id = run_id or new_id()
         run_name = run_name or default_run_name(pipeline.name)
         emit = _Emitter(run_id, on_event) if on_event is not None else None
-        ctx = _RunContext(run_id, emit, observer) if emit or observer else None
+        ctx = None
+        if emit is not None or observer is not None:
+            ctx = _RunContext(
+                run_id, emit, observer, observed, asyncio.get_running_loop(), threading.get_ident()
+            )
         if control is None:
             control = RunControl()
         started = time.perf_counter()
@@ -316,14 +325,16 @@ class DagExecutor:
     ) -> Any:
         step = node.step
         args = [s.resolve(kwargs, results) for s in node.args]
-        kw = {k: s.resolve(kwargs, results) for k, s in node.kwargs.items()}
-        if ctx is None and not step.cache:
-            return await self._attempts(node, step, args, kw, None, None)
-        emit = ctx.emit if ctx is not None else None
-        observer = ctx.observer if ctx is not None else None
-        wall_start = time.time()
-        started = time.perf_counter()
-        inputs = observer.step_inputs(node, args, kw) if observer is not None else None
+        kw = {k: s.resolve(kwargs, results) for k, s in node.kwargs.items()} if node.kwargs else {}
+        if ctx is None:
+            if not step.cache:
+                return await self._attempts(node, step, args, kw, None, None)
+            emit = observer = observed = taken = None
+        else:
+            emit = ctx.emit
+            observer = ctx.observer
+            observed = ctx.observed
+            taken = observer.step_started(observed, node, args, kw) if observer is not None else None
         cache_key = None
         if step.cache and self.cache is not None:
             cache_key = self.cache.key(step, args, kw)
@@ -333,15 +344,14 @@ class DagExecutor:
                     emit(ev.StepStarted, step=node.id, attempt=0)
                     emit(ev.StepCompleted, step=node.id, duration=0.0, attempts=0)
                 if observer is not None:
-                    observer.step_finished(
-                        node,
+                    observer.step_ended(
+                        observed,
+                        taken,
                         None,
                         status="cached",
-                        inputs=inputs,
                         value=value,
                         error=None,
                         attempts=0,
-                        started_at=wall_start,
                         duration=0.0,
                     )
                 return value
@@ -351,56 +361,45 @@ class DagExecutor:
                 node.id,
                 ctx.run_id,
                 emit,
-                asyncio.get_running_loop(),
+                ctx.loop,
+                ctx.loop_thread,
                 [] if observer is not None and observer.capture_logs else None,
                 [] if observer is not None and observer.capture_artifacts else None,
             )
+        started = time.perf_counter()
         try:
             value = await self._attempts(node, step, args, kw, emit, scope)
         except StepError as exc:
             if observer is not None:
-                elapsed = time.perf_counter() - started
-                observer.step_finished(
-                    node,
+                observer.step_ended(
+                    observed,
+                    taken,
                     scope,
                     status="failed",
-                    inputs=inputs,
                     value=None,
                     error=str(exc),
                     attempts=exc.attempts,
-                    started_at=wall_start,
-                    duration=elapsed,
+                    duration=time.perf_counter() - started,
                 )
             raise
         except asyncio.CancelledError:
             if observer is not None:
-                elapsed = time.perf_counter() - started
-                observer.step_finished(
-                    node,
+                observer.step_ended(
+                    observed,
+                    taken,
                     scope,
                     status="canceled",
-                    inputs=inputs,
                     value=None,
                     error=None,
                     attempts=scope.attempt if scope is not None else 1,
-                    started_at=wall_start,
-                    duration=elapsed,
+                    duration=time.perf_counter() - started,
                 )
             raise
         if cache_key is not None:
             self.cache.put(cache_key, value)  # type: ignore[union-attr]
-        if observer is not None:
-            elapsed = time.perf_counter() - started
-            observer.step_finished(
-                node,
-                scope,
-                status="completed",
-                inputs=inputs,
-                value=value,
-                error=None,
-                attempts=scope.attempt if scope is not None else 1,
-                started_at=wall_start,
-                duration=elapsed,
+        if observer is not None and scope is not None:  # an observer always has its scope
+            observer.step_completed(
+                observed, taken, scope, value, scope.attempt, time.perf_counter() - started
             )
         return value
 

@@ -13,43 +13,28 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+import msgspec
+
 from runtimes import events as ev
 
 
-class StepScope:
+class StepScope(msgspec.Struct):
     """The running step as code inside it sees it: where its events, log lines and
-    artifacts go, and how to reach the loop from a worker thread."""
+    artifacts go, and how to reach the loop from a worker thread.
 
-    __slots__ = (
-        "artifacts",
-        "attempt",
-        "emit",
-        "logs",
-        "loop",
-        "loop_thread",
-        "partial",
-        "run_id",
-        "step_id",
-    )
+    A Struct: the executor makes one per step of every observed run, and msgspec's
+    constructor runs in C. `loop_thread` is the loop's thread id, passed in once per run.
+    """
 
-    def __init__(
-        self,
-        step_id: str,
-        run_id: str,
-        emit: Callable[..., None] | None,
-        loop: asyncio.AbstractEventLoop,
-        logs: list[Any] | None = None,
-        artifacts: list[Any] | None = None,
-    ) -> None:
-        self.step_id = step_id
-        self.run_id = run_id
-        self.emit = emit
-        self.loop = loop
-        self.loop_thread = threading.get_ident()
-        self.logs = logs  # None: log lines are not captured for this run
-        self.artifacts = artifacts
-        self.partial: dict[str, str] | None = None  # unfinished printed line per stream, once printed
-        self.attempt = 0  # the attempt under way (1, 2, ... with retries), for the step's record
+    step_id: str
+    run_id: str
+    emit: Callable[..., None] | None
+    loop: asyncio.AbstractEventLoop
+    loop_thread: int
+    logs: list[Any] | None = None  # None: log lines are not captured for this run
+    artifacts: list[Any] | None = None
+    partial: dict[str, str] | None = None  # unfinished printed line per stream, once printed
+    attempt: int = 0  # the attempt under way (1, 2, ... with retries), for the step's record
 
     def send(self, cls: type[ev.RunEvent], **fields: Any) -> None:
         """Emit on the loop's thread: events keep their order and callbacks stay single-threaded."""

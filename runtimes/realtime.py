@@ -3,13 +3,15 @@
 Per run it builds one `RunRecord` (steps, previews, logs, artifacts, as the pipeline's
 `Capture` options ask) and hands it to the capture publisher with a non-blocking
 `publish()`; the publisher writes it off the request path. Step durations go to a
-Prometheus histogram. With `Capture(memory_only=True)` it captures nothing at all.
+Prometheus histogram. With `Capture(memory_only=True)` it captures nothing at all, and
+with `SERVING_CAPTURE_SAMPLE` below 1 only that fraction of runs, drawn at random.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import time
 from typing import Any
 
@@ -21,14 +23,14 @@ from capture.breaker import CircuitBreaker
 from capture.lockfree_metrics import LoopHistogram
 from capture.publisher import Publisher
 from capture.records import CodeRecord, RunRecord, StepCode, StepRecord
-from capture.redact import Snapshot, names_look_harmless, snapshot, snapshot_fields, snapshot_mapping
+from capture.redact import names_look_harmless, snapshot, snapshot_fields, snapshot_mapping, struct_is_flat
 from capture.sinks import Sink, sink_from_url
 from runtimes import logcapture
 from runtimes.base import RuntimeOptions, register_runtime
 from runtimes.cache import StepCache
 from runtimes.cancel import RunControl
 from runtimes.executor import DagExecutor, EventCallback, RunResult, RunStatus, default_run_name
-from runtimes.graph import StepNode
+from runtimes.graph import ParamRef, StepNode
 from runtimes.ids import new_id
 from runtimes.pipeline import Pipeline
 from runtimes.progress import StepScope
@@ -57,18 +59,29 @@ _STATUS_TEXT = {status: status.value for status in RunStatus}
 
 
 class _PipelineCapture:
-    """What capture needs of one pipeline, worked out at its first run: the effective
-    Capture options, the version, and the names every record repeats."""
+    """What capture needs of one pipeline, worked out at its first run, and the observer
+    of all its runs (`RunObserver`): the record of the run under way is the `run` each
+    call is handed, so a run costs no observer object of its own.
+
+    Runs on the event loop once per step of every captured run: it takes each preview's
+    snapshot when the value is fresh (inputs before the step runs, the output when it
+    returns; either may be changed in place later), fills the step's record, and leaves
+    the rest to the publisher's writer thread (the secret scan of any snapshot left as
+    JSON bytes, and the rows).
+    """
 
     __slots__ = (
         "capture_artifacts",
         "capture_logs",
         "deployment",
+        "labels",
         "max_bytes",
         "metadata",
         "metrics",
         "outputs_safe",
+        "parameter_steps",
         "pipeline",
+        "sample",
         "version",
     )
 
@@ -77,92 +90,132 @@ class _PipelineCapture:
         self.version = version
         self.deployment = options.deployment_name
         self.max_bytes = options.capture_max_bytes
+        self.sample = options.capture_sample
         self.metadata = capture.metadata
         self.metrics = capture.metrics
         self.capture_logs = capture.logs
         self.capture_artifacts = capture.visualizations
         self.outputs_safe = names_look_harmless([o.key for o in pipeline.outputs])
+        self.labels = {node.step.name: node.step.labels for node in pipeline.nodes}
+        self.parameter_steps = _parameter_steps(pipeline)
 
+    def step_started(
+        self, run: RunRecord, node: StepNode, args: list[Any], kwargs: dict[str, Any]
+    ) -> StepRecord:
+        """The step's record, with its input snapshot taken before the step can change them."""
+        started_at = time.time()
+        inputs: Any = None  # a Snapshot: bytes until the writer finishes it (StepRecord)
+        if self.metadata:
+            if node.id in self.parameter_steps:
+                inputs = run.parameters  # the same JSON, taken when the run started
+            else:
+                # By parameter name, so redaction sees `password` and the like.
+                step = node.step
+                names = step.positional_names
+                if not kwargs and len(args) == len(names):
+                    inputs = snapshot_fields(names, args, self.max_bytes)
+                else:
+                    inputs = snapshot(step.named_inputs(args, kwargs), self.max_bytes)
+        return StepRecord(
+            step_id=node.id,
+            step_name=node.step.name,
+            status="running",
+            started_at=started_at,
+            finished_at=started_at,
+            duration=0.0,
+            input_preview=inputs,
+        )
 
-class _RunCapture(msgspec.Struct, kw_only=True, gc=False):
-    """One captured run: who it is, and its step records as the executor reports them.
+    def step_completed(
+        self, run: RunRecord, taken: StepRecord, scope: StepScope, value: Any, attempts: int, duration: float
+    ) -> None:
+        if self.metrics:
+            step_duration.observe(self.labels[taken.step_name], duration)
+        taken.status = "completed"
+        taken.finished_at = taken.started_at + duration
+        taken.duration = duration
+        if attempts != 1:
+            taken.attempts = attempts
+        if self.metadata:
+            taken.output_preview = snapshot(value, self.max_bytes)  # type: ignore[assignment]
+        # Inline, the common case (nothing logged, no visualization) costs no call.
+        artifacts = scope.artifacts
+        if (
+            scope.logs
+            or scope.partial
+            or artifacts
+            or (artifacts is not None and isinstance(value, _MAY_HOLD_ARTIFACTS))
+        ):
+            _attach_logs_and_artifacts(taken, scope, value)
+        run.steps += (taken,)  # type: ignore[operator]
 
-    Runs on the event loop once per step of every captured run: it takes each preview's
-    snapshot when the value is fresh (inputs before the step runs, the output when it
-    returns; either may be changed in place later), builds the record, and leaves the
-    rest to the publisher's writer thread (the secret scan of any snapshot left as JSON
-    bytes, and the rows). A Struct rather than a class with `__init__`: one is
-    made per run, and msgspec's constructor, in C, costs half as many instructions.
-    """
-
-    state: _PipelineCapture
-    run_id: str
-    run_name: str
-    started_at: float
-    capture_logs: bool  # read by the executor for every step
-    capture_artifacts: bool
-    # A tuple grown by one per step, not a list turned into a tuple at the end: most
-    # pipelines have one step or a few, and the record keeps this very tuple.
-    steps: tuple[StepRecord, ...] = ()
-
-    def step_inputs(self, node: StepNode, args: list[Any], kwargs: dict[str, Any]) -> Snapshot | None:
-        """The input snapshot, taken before the step runs and can change its inputs."""
-        state = self.state
-        if not state.metadata:
-            return None
-        # By parameter name, so redaction sees `password` and the like.
-        step = node.step
-        names = step.positional_names
-        if not kwargs and len(args) == len(names):
-            return snapshot_fields(names, args, state.max_bytes)
-        return snapshot(step.named_inputs(args, kwargs), state.max_bytes)
-
-    def step_finished(
+    def step_ended(
         self,
-        node: StepNode,
+        run: RunRecord,
+        taken: StepRecord,
         scope: StepScope | None,
         *,
         status: str,
-        inputs: Any,  # Snapshot | None: bytes until the writer finishes it (StepRecord)
         value: Any,
         error: str | None,
         attempts: int,
-        started_at: float,
         duration: float,
     ) -> None:
-        step = node.step
-        state = self.state
-        if state.metrics and (status == "completed" or status == "failed"):
-            step_duration.observe(step.labels, duration)
-        output: Any = None  # a Snapshot, as `inputs`
-        if state.metadata and (status == "completed" or status == "cached"):
-            output = snapshot(value, state.max_bytes)
-        record = StepRecord(
-            step_id=node.id,
-            step_name=step.name,
-            status=status,
-            started_at=started_at,
-            finished_at=started_at + duration,
-            duration=duration,
-            attempts=attempts,
-            input_preview=inputs,
-            output_preview=output,
-            error=error,
-        )
+        if self.metrics and status == "failed":
+            step_duration.observe(self.labels[taken.step_name], duration)
+        taken.status = status
+        taken.finished_at = taken.started_at + duration
+        taken.duration = duration
+        taken.attempts = attempts
+        taken.error = error
+        if self.metadata and status == "cached":
+            taken.output_preview = snapshot(value, self.max_bytes)  # type: ignore[assignment]
         if scope is not None:
-            if scope.partial:
-                logcapture.flush_partial(scope)
-            if scope.logs:
-                record.logs = scope.logs
-            artifacts = scope.artifacts
-            if artifacts is not None:
-                if isinstance(value, Visualization):
-                    artifacts.append(value.artifact())
-                elif isinstance(value, tuple):
-                    artifacts.extend(v.artifact() for v in value if isinstance(v, Visualization))
-                if artifacts:
-                    record.artifacts = artifacts
-        self.steps += (record,)
+            _attach_logs_and_artifacts(taken, scope, value)
+        run.steps += (taken,)  # type: ignore[operator]
+
+
+_MAY_HOLD_ARTIFACTS = (Visualization, tuple)  # a step's output that is, or holds, a visualization
+
+
+def _attach_logs_and_artifacts(record: StepRecord, scope: StepScope, value: Any) -> None:
+    """The step's log lines (its last unfinished printed line too) and its artifacts."""
+    if scope.partial:
+        logcapture.flush_partial(scope)
+    if scope.logs:
+        record.logs = scope.logs
+    artifacts = scope.artifacts
+    if artifacts is not None:
+        if isinstance(value, Visualization):
+            artifacts.append(value.artifact())
+        elif isinstance(value, tuple):
+            artifacts.extend(v.artifact() for v in value if isinstance(v, Visualization))
+        if artifacts:
+            record.artifacts = artifacts
+
+
+def _parameter_steps(pipeline: Pipeline) -> frozenset[str]:
+    """The steps whose input preview is the run's parameters preview, as it stands.
+
+    A step that takes every parameter, positionally, in the order of the parameters
+    Struct and under the same names, previews its inputs as the same JSON object. When
+    every parameter is a scalar (immutable: no step can have changed it in place since
+    the run began), that JSON is the run's own parameters snapshot, taken once.
+    """
+    fields = pipeline.input_type.__struct_fields__
+    if pipeline.pydantic_params or not struct_is_flat(pipeline.input_type):
+        return frozenset()
+    found = []
+    for node in pipeline.nodes:
+        args = node.args
+        if (
+            not node.kwargs
+            and node.step.positional_names == fields
+            and len(args) == len(fields)
+            and all(isinstance(a, ParamRef) and a.name == f for a, f in zip(args, fields, strict=True))
+        ):
+            found.append(node.id)
+    return frozenset(found)
 
 
 class RealtimeRuntime:
@@ -249,15 +302,32 @@ class RealtimeRuntime:
                 on_event=on_event,
                 control=control,
             )
+        if state.sample < 1.0 and random.random() >= state.sample:
+            # Not sampled (SERVING_CAPTURE_SAMPLE): run as MemoryOnly would.
+            return await self.executor.run(
+                pipeline,
+                kwargs,
+                run_id=run_id,
+                run_name=run_name,
+                timeout=timeout,
+                on_event=on_event,
+                control=control,
+            )
         run_id = run_id or new_id()
         run_name = run_name or default_run_name(pipeline.name)
-        observer = _RunCapture(
-            state=state,
+        started_at = time.time()
+        record = RunRecord(
             run_id=run_id,
             run_name=run_name,
-            started_at=time.time(),
-            capture_logs=state.capture_logs,
-            capture_artifacts=state.capture_artifacts,
+            pipeline=state.pipeline,
+            pipeline_version=state.version,
+            status="running",
+            started_at=started_at,
+            finished_at=started_at,
+            duration=0.0,
+            # Taken before any step runs: the parameters as the request gave them.
+            parameters=snapshot(parameters, state.max_bytes) if state.metadata else None,  # type: ignore[arg-type]
+            deployment=state.deployment,
         )
         try:
             result = await self.executor.run(
@@ -267,13 +337,14 @@ class RealtimeRuntime:
                 run_name=run_name,
                 timeout=timeout,
                 on_event=on_event,
-                observer=observer,
+                observer=state,
+                observed=record,
                 control=control,
             )
         except asyncio.CancelledError:
-            self._publish(observer, parameters, None)
+            self._publish(state, record, None)
             raise
-        self._publish(observer, parameters, result)
+        self._publish(state, record, result)
         return result
 
     def record_not_run(
@@ -305,45 +376,24 @@ class RealtimeRuntime:
             )
         )
 
-    def _publish(self, run: _RunCapture, parameters: msgspec.Struct, result: RunResult | None) -> None:
-        """The run's record, with its parameters and outputs previewed, into the queue.
+    def _publish(self, state: _PipelineCapture, record: RunRecord, result: RunResult | None) -> None:
+        """The run's record, finished with its outcome and outputs preview, into the queue.
 
         `result` is None for a run canceled by its caller (the executor then raises
-        instead of returning). Each field is named once, here.
+        instead of returning).
         """
-        state = run.state
         finished_at = time.time()
-        error: str | None
+        record.finished_at = finished_at
         if result is None:
-            status = error = "canceled"
-            duration = finished_at - run.started_at
-            outputs = None
+            record.status = record.error = "canceled"
+            record.duration = finished_at - record.started_at
         else:
-            status = _STATUS_TEXT[result.status]
-            error = result.error
-            duration = result.execution_time
+            record.status = _STATUS_TEXT[result.status]
+            record.error = result.error
+            record.duration = result.execution_time
             outputs = result.outputs
-        params_preview: Any = None  # Snapshots, bytes until the writer finishes them
-        output_preview: Any = None
-        if state.metadata:
-            params_preview = snapshot(parameters, state.max_bytes)
-            if outputs is not None:  # the keys are the pipeline's outputs: the same every run
-                output_preview = snapshot_mapping(outputs, state.outputs_safe, state.max_bytes)
-        record = RunRecord(
-            run_id=run.run_id,
-            run_name=run.run_name,
-            pipeline=state.pipeline,
-            pipeline_version=state.version,
-            status=status,
-            started_at=run.started_at,
-            finished_at=finished_at,
-            duration=duration,
-            parameters=params_preview,
-            output_preview=output_preview,
-            error=error,
-            deployment=state.deployment,
-            steps=run.steps,
-        )
+            if outputs is not None and state.metadata:  # keys: the pipeline's outputs, the same every run
+                record.output_preview = snapshot_mapping(outputs, state.outputs_safe, state.max_bytes)  # type: ignore[assignment]
         self.publisher.publish(record)
 
     def status(self) -> dict[str, Any]:

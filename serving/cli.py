@@ -194,6 +194,7 @@ def runtime_options(settings: Any) -> Any:
         capture_breaker_failures=settings.capture_breaker_failures,
         capture_breaker_cooldown=settings.capture_breaker_cooldown,
         capture_write_deadline=settings.capture_write_deadline,
+        capture_sample=settings.capture_sample,
         capture_overrides=settings.capture_overrides,
         cache_ttl=settings.cache_ttl,
         cache_size=settings.cache_size,

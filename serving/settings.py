@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     capture_breaker_failures: Annotated[int, msgspec.Meta(ge=1)] = 5
     capture_breaker_cooldown: Seconds = 10.0
     capture_write_deadline: Seconds = 2.5
+    # The fraction of runs captured (an opt-in, for less capture than every run): each
+    # run is drawn at random; 1 captures every run, 0 none.
+    capture_sample: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 1.0
     capture_code: bool | None = None  # None: as the pipeline's Capture says
     capture_logs: bool | None = None
     capture_metadata: bool | None = None

@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import os
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -229,6 +230,82 @@ async def test_previews_show_values_as_each_step_saw_them(tmp_path: Path) -> Non
     assert json.loads(steps["scale_in_place"]["output_preview"]) == {"n": 30, "scaled": True}
 
 
+@step
+async def greet_all(name: str, times: int) -> str:
+    return f"hello {name} x{times}"
+
+
+@step
+async def append_in_place(items: list[int]) -> int:
+    items.append(99)  # changes the run's own parameter value
+    return len(items)
+
+
+@step
+async def count_items(items: list[int]) -> int:
+    return len(items)
+
+
+async def test_a_step_taking_every_parameter_previews_them_as_the_run_does(tmp_path: Path) -> None:
+    """The input preview of a step given all the parameters, in order and by name, is the
+    run's parameters preview (taken once when the run starts): the same JSON as before."""
+
+    @pipeline
+    def p(name: str = "ada", times: int = 2):
+        return greet_all(name, times)
+
+    db = tmp_path / "runs.db"
+    async with realtime(db) as runtime:
+        result = await runtime.run(p, p.parse_parameters({"name": "Grace"}))
+    assert result.ok
+    (run,) = rows(db, "SELECT parameters FROM runs")
+    (step_run,) = rows(db, "SELECT input_preview FROM step_runs")
+    assert json.loads(run["parameters"]) == {"name": "Grace", "times": 2}
+    assert step_run["input_preview"] == run["parameters"]
+
+
+async def test_previews_of_a_list_parameter_changed_in_place_show_each_moment(tmp_path: Path) -> None:
+    """A list parameter is not shared between previews: the run's parameters preview
+    shows the request as it came, and a later step's input preview shows the list as
+    that step received it, after an earlier step appended to it."""
+
+    @pipeline
+    def p(items: list[int] = [1, 2]):  # a pipeline's default is copied for each run
+        first = append_in_place(items)
+        return count_items(items, after=[first])
+
+    db = tmp_path / "runs.db"
+    async with realtime(db) as runtime:
+        result = await runtime.run(p, p.parse_parameters({}))
+    assert result.ok and result.outputs == {"output": 3}
+    (run,) = rows(db, "SELECT parameters FROM runs")
+    steps = {r["step_id"]: r for r in rows(db, "SELECT * FROM step_runs")}
+    assert json.loads(run["parameters"]) == {"items": [1, 2]}
+    assert json.loads(steps["append_in_place"]["input_preview"]) == {"items": [1, 2]}
+    assert json.loads(steps["count_items"]["input_preview"]) == {"items": [1, 2, 99]}
+
+
+@pytest.mark.parametrize(("sample", "low", "high"), [(0.0, 0, 0), (1.0, 400, 400), (0.5, 120, 280)])
+async def test_capture_sample_records_that_fraction_of_runs(
+    sample: float, low: int, high: int, tmp_path: Path
+) -> None:
+    """SERVING_CAPTURE_SAMPLE (opt-in, default 1): each run is drawn at random; runs left
+    out still run and answer as before. For 0.5 over 400 runs the count is binomial
+    (mean 200, sd 10): outside 120..280 is an 8-sigma event, not bad luck."""
+
+    @pipeline
+    def p(name: str = "ada", times: int = 2):
+        return greet_all(name, times)
+
+    db = tmp_path / "runs.db"
+    async with realtime(db, capture_sample=sample) as runtime:
+        results = [await runtime.run(p, p.parse_parameters({})) for _ in range(400)]
+    assert all(r.ok and r.outputs == {"output": "hello ada x2"} for r in results)
+    stored = rows(db, "SELECT run_id FROM runs")
+    assert low <= len(stored) <= high
+    assert {r["run_id"] for r in stored} <= {r.run_id for r in results}
+
+
 # -- step logs ----------------------------------------------------------------------------
 
 
@@ -292,8 +369,8 @@ def test_an_unfinished_printed_line_stays_with_its_step() -> None:
     loop = asyncio.new_event_loop()
     try:
         tee = logcapture._Tee(io.StringIO(), "stdout")
-        a = StepScope("a", "r1", None, loop, logs=[])
-        b = StepScope("b", "r2", None, loop, logs=[])
+        a = StepScope("a", "r1", None, loop, threading.get_ident(), logs=[])
+        b = StepScope("b", "r2", None, loop, threading.get_ident(), logs=[])
         token = current_step.set(a)
         tee.write("secret-of-a ")
         current_step.reset(token)

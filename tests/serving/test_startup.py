@@ -175,6 +175,13 @@ def test_load_settings_defaults() -> None:
     assert s.runtime == "realtime"
     assert s.auth_key is None
     assert s.max_body_bytes == 16 * 1024 * 1024
+    assert s.capture_sample == 1.0
+
+
+def test_capture_sample_reaches_the_runtime() -> None:
+    from serving.cli import runtime_options
+
+    assert runtime_options(load_settings({"SERVING_CAPTURE_SAMPLE": "0.25"})).capture_sample == 0.25
 
 
 def test_load_settings_parses_every_type() -> None:
@@ -237,6 +244,10 @@ def test_load_settings_overrides_win() -> None:
         ({"SERVING_LOG_LEVEL": "loud"}, "SERVING_LOG_LEVEL='loud' is invalid"),
         ({"SERVING_MAX_BODY_BYTES": "0"}, "SERVING_MAX_BODY_BYTES='0' is invalid: Expected int >= 1"),
         ({"SERVING_SERVER": "nginx"}, "SERVING_SERVER='nginx' is invalid"),
+        ({"SERVING_CAPTURE_SAMPLE": "1.5"}, "SERVING_CAPTURE_SAMPLE='1.5' is invalid: Expected float <= 1"),
+        ({"SERVING_CAPTURE_SAMPLE": "-1"}, "SERVING_CAPTURE_SAMPLE='-1' is invalid: Expected float >= 0"),
+        ({"SERVING_CAPTURE_SAMPLE": "half"}, "SERVING_CAPTURE_SAMPLE='half' is invalid"),
+        ({"SERVING_CAPTURE_SAMPLE": "nan"}, "SERVING_CAPTURE_SAMPLE='nan' is invalid"),
     ],
 )
 def test_load_settings_errors_name_the_variable(env: dict[str, str], start: str) -> None:
