@@ -41,12 +41,12 @@ class RunStatus(enum.StrEnum):
     timed_out = "timed_out"
 
 
-class RunResult(msgspec.Struct, gc=False):
+class RunResult(msgspec.Struct):
     """What one run produced; `error` is safe for clients, `exception` is for Python callers.
 
     A Struct, not a class with `__init__`: one is made per run on the request path, and
-    msgspec's constructor runs in C. Untracked by the GC (`gc=False`): it is returned and
-    dropped, and an exception's traceback never refers back to it.
+    msgspec's constructor runs in C. Tracked by the GC like any object: `exception`'s
+    traceback holds frames, and a caller's frame may hold this result.
     """
 
     run_id: str

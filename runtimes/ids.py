@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import time
+
+_PART = re.compile(r"[0-9a-f]{20}")  # 80 random bits as hex
 
 
 class _IdSource:
@@ -35,9 +38,9 @@ class _IdSource:
         return f"{time.time_ns() // 1_000_000:012x}{rand}"
 
     def _refill(self) -> str:
-        text = os.urandom(10 * self._PARTS).hex()
-        self._parts.extend(text[i : i + 20] for i in range(20, len(text), 20))
-        return text[:20]
+        parts = _PART.findall(os.urandom(10 * self._PARTS).hex())  # cut in C
+        self._parts.extend(parts[1:])
+        return parts[0]
 
 
 new_id = _IdSource()
