@@ -246,7 +246,7 @@ class DagExecutor:
         finally:
             current_run.reset(token)
         elapsed = time.perf_counter() - started
-        outputs = {o.key: o.handle.resolve(kwargs, results) for o in pipeline.outputs}
+        outputs = {key: resolve(kwargs, results) for key, resolve in pipeline.output_resolvers}
         if (bad := pipeline.check_outputs(outputs)) is not None:
             if emit:
                 emit(ev.RunFailed, error=str(bad), duration=elapsed)
@@ -350,8 +350,8 @@ class DagExecutor:
         ctx: _RunContext | None,
     ) -> Any:
         step = node.step
-        args = [s.resolve(kwargs, results) for s in node.args]
-        kw = {k: s.resolve(kwargs, results) for k, s in node.kwargs.items()} if node.kwargs else {}
+        args = [resolve(kwargs, results) for resolve in node.arg_resolvers]
+        kw = {k: resolve(kwargs, results) for k, resolve in node.kwarg_resolvers} if node.kwargs else {}
         if ctx is None:
             if not step.cache:
                 return await self._attempts(node, step, args, kw, None, None)

@@ -9,7 +9,7 @@ results of upstream steps.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -163,6 +163,30 @@ class Composite(Source):
         return self.kind(values)
 
 
+Resolver = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
+
+
+def resolver(source: Source) -> Resolver:
+    """`source.resolve` as a plain function made once, at load.
+
+    Reading an attribute of a `ParamRef` or a `Handle` at run time goes through their
+    `__getattr__` hook (which turns misuse in a pipeline body into a clear error), the
+    slow path of every attribute read; a closure over the values read once skips it.
+    """
+    if isinstance(source, ParamRef):
+        name = source.name
+        return lambda params, results: params[name]
+    if isinstance(source, Handle):
+        node_id, index = source.node_id, source.index
+        if index is None:
+            return lambda params, results: results[node_id]
+        return lambda params, results: results[node_id][index]
+    if isinstance(source, Const):
+        value = source.value
+        return lambda params, results: value
+    return source.resolve
+
+
 def to_source(value: Any, trace: Trace, where: str) -> Source:
     """Turn one argument of a traced step call into the `Source` that feeds it."""
     if isinstance(value, (Handle, ParamRef)):
@@ -209,7 +233,7 @@ def contains_placeholder(value: Any) -> bool:
 class StepNode:
     """One invocation of a step in the DAG, with its id (`greet`, `greet_2`, ...)."""
 
-    __slots__ = ("after", "args", "id", "kwargs", "step", "upstream")
+    __slots__ = ("after", "arg_resolvers", "args", "id", "kwarg_resolvers", "kwargs", "step", "upstream")
 
     def __init__(
         self,
@@ -225,6 +249,9 @@ class StepNode:
         self.kwargs = kwargs
         self.after = after
         self.upstream: tuple[str, ...] = ()
+        # What the executor calls per run to fill the step's arguments (see `resolver`).
+        self.arg_resolvers = tuple(resolver(s) for s in args)
+        self.kwarg_resolvers = tuple((k, resolver(s)) for k, s in kwargs.items())
 
     def __repr__(self) -> str:
         return f"StepNode({self.id!r}, upstream={self.upstream!r})"

@@ -15,7 +15,7 @@ import msgspec
 
 from capture import Capture
 from runtimes.errors import ParameterError, PipelineDefinitionError
-from runtimes.graph import Handle, ParamRef, StepNode, Trace, current_trace
+from runtimes.graph import Handle, ParamRef, StepNode, Trace, current_trace, resolver
 from runtimes.outputs import OutputCheck
 from runtimes.types import json_type_problem, non_finite_path, pydantic_model, struct_field_type
 
@@ -142,6 +142,7 @@ class Pipeline:
         self.parameters = _parameters(fn, self.name)
         self.nodes, self.outputs, self.return_shape = self._trace()
         self.node_by_id = {n.id: n for n in self.nodes}
+        self.output_resolvers = tuple((o.key, resolver(o.handle)) for o in self.outputs)  # see graph.resolver
         self.input_type: type[msgspec.Struct] = msgspec.defstruct(
             "PipelineInput",
             [_field(p) for p in self.parameters],
