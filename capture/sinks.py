@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sqlite3
 import sys
@@ -126,28 +125,57 @@ _NULL = 0
 
 
 class _Insert:
-    """One table's INSERT, made from one tuple of column names.
+    """One table's INSERT, made from its column names.
 
     The statement names its columns, so the order of the table's own columns (in
     SCHEMA, or as a migration left them) never matters, and the placeholders of the
-    nullable ones get their `nullif(?, 0)` from the same names. `SQLiteSink._rows`
-    builds each row in `columns` order, value by value from the record field of the
-    same name: a plain tuple, three times cheaper than `operator.attrgetter` and a
-    loop over the nullable values (tests/capture/test_sinks.py holds each column to
-    its field).
+    nullable ones get their `nullif(?, 0)` from the same names. `shared` columns get
+    one value per statement, bound once as ?1, ?2, ... and named again by every row:
+    binding a text copies it into memory SQLite allocates (and frees at the next
+    bind), several hundred instructions each, and a daemon's runs all have the same
+    pipeline, version and deployment. The other `columns` get a value per row, in
+    order, numbered on from there. `SQLiteSink._rows` lays the values out in that
+    order, field by field from the record field of the same name, straight into one
+    flat list (tests/capture/test_sinks.py holds each column to its field).
     """
 
-    __slots__ = ("head", "row")
+    __slots__ = ("_statements", "columns", "head", "nullable", "shared")
 
     def __init__(
-        self, verb: str, table: str, columns: tuple[str, ...], nullable: tuple[str, ...] = ()
+        self,
+        verb: str,
+        table: str,
+        columns: tuple[str, ...],
+        *,
+        shared: tuple[str, ...] = (),
+        nullable: tuple[str, ...] = (),
     ) -> None:
-        self.head = f"{verb} {table} ({', '.join(columns)})"
-        self.row = "(" + ",".join("nullif(?,0)" if c in nullable else "?" for c in columns) + ")"
+        self.head = f"{verb} {table} ({', '.join(shared + columns)})"
+        self.columns = columns
+        self.shared = shared
+        self.nullable = frozenset(nullable)
+        self._statements: dict[int, str] = {}
+
+    def statement(self, rows: int) -> str:
+        """The INSERT of `rows` rows (made once per size: `_CHUNKS` keeps them few)."""
+        sql = self._statements.get(rows)
+        if sql is None:
+            shared = [self._placeholder(name, n) for n, name in enumerate(self.shared, 1)]
+            numbers = iter(range(len(self.shared) + 1, len(self.shared) + rows * len(self.columns) + 1))
+            values = (
+                "("
+                + ",".join(shared + [self._placeholder(name, next(numbers)) for name in self.columns])
+                + ")"
+                for _ in range(rows)
+            )
+            sql = self._statements[rows] = f"{self.head} VALUES {','.join(values)}"
+        return sql
+
+    def _placeholder(self, name: str, number: int) -> str:
+        return f"nullif(?{number},0)" if name in self.nullable else f"?{number}"
 
 
-# The columns of a run's row, in the order both stores' writers build it (the
-# PostgreSQL sink COPYs them in this order too).
+# The columns of a run's row, in the order the PostgreSQL sink COPYs them.
 RUN_COLUMNS = (
     "run_id",
     "run_name",
@@ -163,10 +191,12 @@ RUN_COLUMNS = (
     "deployment",
     "steps",
 )
+_RUN_SHARED = ("pipeline", "pipeline_version", "deployment")
 _RUNS = _Insert(
     "INSERT INTO",  # a run is written once: no conflict check
     "runs",
-    RUN_COLUMNS,
+    tuple(c for c in RUN_COLUMNS if c not in _RUN_SHARED),
+    shared=_RUN_SHARED,
     nullable=("parameters", "output_preview", "error", "deployment"),
 )
 _ARTIFACTS = _Insert("INSERT INTO", "artifacts", ("run_id", "step_id", "name", "kind", "content"))
@@ -195,8 +225,10 @@ def split_artifacts(record: RunRecord, rows: list[Any]) -> Sequence[StepRecord]:
     return [msgspec.structs.replace(step, artifacts=()) for step in record.steps]
 
 
-def _insert_many(conn: sqlite3.Connection, insert: _Insert, rows: list[_Row]) -> None:
-    """Insert rows with multi-row VALUES statements of a few fixed sizes.
+def _insert_many(
+    conn: sqlite3.Connection, insert: _Insert, shared: list[object], values: list[object]
+) -> None:
+    """Insert rows (`values`, row after row) with multi-row statements of a few fixed sizes.
 
     `executemany` steps once per row, and the sqlite3 module releases and re-takes the
     GIL around every step: on a single busy core each of those is a thread switch with
@@ -205,19 +237,13 @@ def _insert_many(conn: sqlite3.Connection, insert: _Insert, rows: list[_Row]) ->
     hundred rows); these few sizes are prepared once and then come from the
     connection's statement cache.
     """
-    if not rows:
-        return
-    start, total = 0, len(rows)
+    width = len(insert.columns)
+    start, end = 0, len(values)
     for size in _CHUNKS:
-        sql = _statement(insert.head, insert.row, size)
-        while total - start >= size:
-            conn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
-            start += size
-
-
-@functools.cache
-def _statement(head: str, row: str, rows: int) -> str:
-    return f"{head} VALUES {','.join([row] * rows)}"
+        sql, step = insert.statement(size), size * width
+        while end - start >= step:
+            conn.execute(sql, shared + values[start : start + step])
+            start += step
 
 
 def _execute_each(conn: sqlite3.Connection, script: str) -> None:
@@ -312,53 +338,51 @@ class SQLiteSink:
                 if start:
                     _yield_cpu()
                 runs, artifacts, code = self._rows(batch[start : start + _SLICE])
-                _insert_many(conn, _RUNS, runs)
-                _insert_many(conn, _ARTIFACTS, artifacts)
-                _insert_many(conn, _CODE, code)
+                for (pipeline, version, deployment), values in runs.items():
+                    shared: list[object] = [pipeline, version, _NULL if deployment is None else deployment]
+                    _insert_many(conn, _RUNS, shared, values)
+                _insert_many(conn, _ARTIFACTS, [], list(chain.from_iterable(artifacts)))
+                _insert_many(conn, _CODE, [], code)
 
-    def _rows(self, records: list[Record]) -> tuple[list[_Row], list[_Row], list[_Row]]:
-        """The rows of `_RUNS`, `_ARTIFACTS` and `_CODE`, each in its `columns` order."""
+    def _rows(
+        self, records: list[Record]
+    ) -> tuple[dict[tuple[str, str, str | None], list[object]], list[_Row], list[object]]:
+        """The values of `_RUNS` (per pipeline, version and deployment: its shared
+        columns) and `_CODE`, row after row in each one's `columns` order, and the rows
+        of `_ARTIFACTS` (rare: `split_artifacts` makes them)."""
         encode_steps = self._encode_steps
-        runs: list[_Row] = []
+        runs: dict[tuple[str, str, str | None], list[object]] = {}
         artifacts: list[_Row] = []
-        code: list[_Row] = []
+        code: list[object] = []
         for record in records:
             if type(record) is RunRecord:
                 steps = split_artifacts(record, artifacts)
-                parameters, output, error, deployment = (
-                    record.parameters,
-                    record.output_preview,
-                    record.error,
-                    record.deployment,
-                )
-                runs.append(
-                    (
-                        record.run_id,
-                        record.run_name,
-                        record.pipeline,
-                        record.pipeline_version,
-                        record.status,
-                        record.started_at,
-                        record.finished_at,
-                        record.duration,
-                        _NULL if parameters is None else parameters,
-                        _NULL if output is None else output,
-                        _NULL if error is None else error,
-                        _NULL if deployment is None else deployment,
-                        encode_steps(steps).decode(),
-                    )
+                key = (record.pipeline, record.pipeline_version, record.deployment)
+                values = runs.get(key)
+                if values is None:
+                    values = runs[key] = []
+                parameters, output, error = record.parameters, record.output_preview, record.error
+                values += (
+                    record.run_id,
+                    record.run_name,
+                    record.status,
+                    record.started_at,
+                    record.finished_at,
+                    record.duration,
+                    _NULL if parameters is None else parameters,
+                    _NULL if output is None else output,
+                    _NULL if error is None else error,
+                    encode_steps(steps).decode(),
                 )
             elif type(record) is CodeRecord:
-                code.extend(
-                    (
+                for c in record.steps:
+                    code += (
                         record.pipeline,
                         record.pipeline_version,
                         c.step_name,
                         _NULL if c.source is None else c.source,
                         _NULL if c.docstring is None else c.docstring,
                     )
-                    for c in record.steps
-                )
         return runs, artifacts, code
 
     def close(self) -> None:
