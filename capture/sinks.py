@@ -290,7 +290,10 @@ class SQLiteSink:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
-        self._encode_steps = msgspec.json.Encoder().encode
+        # A run's steps are encoded into this one buffer, over and over: `encode` would
+        # make a fresh bytes object per run, grown twice on the way for a one-step run.
+        self._encode_steps_into = msgspec.json.Encoder().encode_into
+        self._steps_json = bytearray()
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -350,7 +353,7 @@ class SQLiteSink:
         """The values of `_RUNS` (per pipeline, version and deployment: its shared
         columns) and `_CODE`, row after row in each one's `columns` order, and the rows
         of `_ARTIFACTS` (rare: `split_artifacts` makes them)."""
-        encode_steps = self._encode_steps
+        encode_steps_into, steps_json = self._encode_steps_into, self._steps_json
         runs: dict[tuple[str, str, str | None], list[object]] = {}
         artifacts: list[_Row] = []
         code: list[object] = []
@@ -362,6 +365,7 @@ class SQLiteSink:
                 if values is None:
                     values = runs[key] = []
                 parameters, output, error = record.parameters, record.output_preview, record.error
+                encode_steps_into(steps, steps_json)  # from offset 0: replaces the last run's
                 values += (
                     record.run_id,
                     record.run_name,
@@ -372,7 +376,7 @@ class SQLiteSink:
                     _NULL if parameters is None else parameters,
                     _NULL if output is None else output,
                     _NULL if error is None else error,
-                    encode_steps(steps).decode(),
+                    steps_json.decode(),
                 )
             elif type(record) is CodeRecord:
                 for c in record.steps:
