@@ -116,11 +116,13 @@ class StoreUnavailable(Exception):
 
 
 _Row = tuple[object, ...]
-# Bound in place of None, and turned back into NULL by `nullif(?, 0)` in the statement.
-# The sqlite3 module binds str, int and float directly but sends None through its
-# adapter lookup, two failed attribute lookups that cost more than binding the rest of
-# the row (about 3k instructions each, two or more per run). These columns only ever
-# hold text, and text never equals the integer 0 in SQLite, so no value is changed.
+# Bound in place of None, and turned back into NULL by the statement's
+# `CASE ? WHEN 0 THEN NULL ELSE ? END`. The sqlite3 module binds str, int and float
+# directly but sends None through its adapter lookup, two failed attribute lookups that
+# cost more than binding the rest of the row (about 3k instructions each, two or more
+# per run). These columns only ever hold text, and text never equals the integer 0 in
+# SQLite, so no value is changed. Not `nullif(?, 0)`: a function's result is a copy of
+# a text argument, copied once more into the row, two allocations per text per row.
 _NULL = 0
 
 
@@ -129,8 +131,9 @@ class _Insert:
 
     The statement names its columns, so the order of the table's own columns (in
     SCHEMA, or as a migration left them) never matters, and the placeholders of the
-    nullable ones get their `nullif(?, 0)` from the same names. `shared` columns get
-    one value per statement, bound once as ?1, ?2, ... and named again by every row:
+    nullable ones get their `CASE ? WHEN 0 THEN NULL ...` from the same names.
+    `shared` columns get one value per statement, bound once as ?1, ?2, ... and
+    named again by every row:
     binding a text copies it into memory SQLite allocates (and frees at the next
     bind), several hundred instructions each, and a daemon's runs all have the same
     pipeline, version and deployment. The other `columns` get a value per row, in
@@ -172,7 +175,9 @@ class _Insert:
         return sql
 
     def _placeholder(self, name: str, number: int) -> str:
-        return f"nullif(?{number},0)" if name in self.nullable else f"?{number}"
+        return (
+            f"CASE ?{number} WHEN 0 THEN NULL ELSE ?{number} END" if name in self.nullable else f"?{number}"
+        )
 
 
 # The columns of a run's row, in the order the PostgreSQL sink COPYs them.
