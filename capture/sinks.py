@@ -362,13 +362,31 @@ class SQLiteSink:
         runs: dict[tuple[str, str, str | None], list[object]] = {}
         artifacts: list[_Row] = []
         code: list[object] = []
+        # The rows of the last run's pipeline, version and deployment: the next run
+        # nearly always has the same (the very same objects), found again by identity
+        # instead of a tuple and a lookup per run.
+        pipeline: str | None = None
+        version: str | None = None
+        deployment: str | None = None
+        values: list[object] = []
         for record in records:
             if type(record) is RunRecord:
-                steps = split_artifacts(record, artifacts)
-                key = (record.pipeline, record.pipeline_version, record.deployment)
-                values = runs.get(key)
-                if values is None:
-                    values = runs[key] = []
+                steps = record.steps
+                for step in steps:
+                    if step.artifacts:  # rare: no call per record for the test
+                        steps = split_artifacts(record, artifacts)
+                        break
+                if (
+                    record.pipeline is not pipeline
+                    or record.pipeline_version is not version
+                    or record.deployment is not deployment
+                ):
+                    pipeline, version, deployment = (
+                        record.pipeline,
+                        record.pipeline_version,
+                        record.deployment,
+                    )
+                    values = runs.setdefault((pipeline, version, deployment), [])
                 parameters, output, error = record.parameters, record.output_preview, record.error
                 encode_steps_into(steps, steps_json)  # from offset 0: replaces the last run's
                 values += (
