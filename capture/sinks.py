@@ -160,7 +160,7 @@ class _Insert:
         self._statements: dict[int, str] = {}
 
     def statement(self, rows: int) -> str:
-        """The INSERT of `rows` rows (made once per size; `_SLICE` bounds the sizes)."""
+        """The INSERT of `rows` rows (made once per size: `_CHUNKS` keeps them few)."""
         sql = self._statements.get(rows)
         if sql is None:
             shared = [self._placeholder(name, n) for n, name in enumerate(self.shared, 1)]
@@ -173,10 +173,6 @@ class _Insert:
             )
             sql = self._statements[rows] = f"{self.head} VALUES {','.join(values)}"
         return sql
-
-    def rows(self, params: list[object]) -> int:
-        """How many rows the parameters of one statement (shared ones first) are."""
-        return (len(params) - len(self.shared)) // len(self.columns)
 
     def _placeholder(self, name: str, number: int) -> str:
         return (
@@ -200,10 +196,11 @@ RUN_COLUMNS = (
     "deployment",
     "steps",
 )
-# A daemon's runs share their pipeline, version and deployment, and nearly all of them
-# end with the same status: these are bound once per statement (see `_Insert`).
-_RUN_SHARED = ("pipeline", "pipeline_version", "deployment", "status")
-_RunShared = tuple[str, str, str | None, str]
+# A daemon's runs share their pipeline, version and deployment: bound once per statement
+# (see `_Insert`). Not the status, though most runs end alike: a failed run among them
+# splits the slice into more statements, which cost more than the texts saved.
+_RUN_SHARED = ("pipeline", "pipeline_version", "deployment")
+_RunShared = tuple[str, str, str | None]
 _RUNS = _Insert(
     "INSERT INTO",  # a run is written once: no conflict check
     "runs",
@@ -218,17 +215,14 @@ _CODE = _Insert(
     ("pipeline", "pipeline_version", "step_name", "source", "docstring"),
     nullable=("source", "docstring"),
 )
-# Records turned into rows and inserted between two offers of the CPU. Their runs go in
-# with one INSERT of exactly as many rows per value of `_RUN_SHARED` (usually one):
-# each statement executed costs about 20k instructions more than its rows (Python
-# cursor, statement journal, b-tree cursors sought anew), as much as a run's whole row,
-# and the up to `_SLICE` sizes are each prepared once, then found in the connection's
-# statement cache (`_CACHED_STATEMENTS`).
-_SLICE = 64
-# Rows per INSERT of artifacts and code, which are few but unbounded in number: a few
-# fixed sizes, so that their statements too stay cached.
-_CHUNKS = (64, 16, 4, 1)
-_CACHED_STATEMENTS = 128 + _SLICE  # the sqlite3 module's default, and the runs' sizes
+_SLICE = 64  # records turned into rows and inserted between two offers of the CPU
+# Rows per INSERT statement. Each statement executed costs about 20k instructions beyond
+# its rows (Python cursor, statement journal, b-tree cursors sought anew), about a run's
+# whole row: powers of two take any count up to `_SLICE` in at most seven (base 4 took
+# up to nine). A statement of exactly the slice's size would take one, but each of the
+# 64 sizes is prepared once per connection (about 100k instructions per row), which a
+# daemon's first thousands of runs pay for.
+_CHUNKS = (64, 32, 16, 8, 4, 2, 1)
 _yield_cpu = getattr(os, "sched_yield", lambda: None)
 
 
@@ -246,15 +240,24 @@ def split_artifacts(record: RunRecord, rows: list[Any]) -> Sequence[StepRecord]:
     return [msgspec.structs.replace(step, artifacts=()) for step in record.steps]
 
 
-def _insert_many(conn: sqlite3.Connection, insert: _Insert, values: list[object]) -> None:
-    """Insert rows (`values`, row after row) with multi-row statements of a few fixed
-    sizes: artifacts and code, whose rows per slice have no bound (see `_CHUNKS`)."""
+def _insert_many(
+    conn: sqlite3.Connection, insert: _Insert, shared: list[object], values: list[object]
+) -> None:
+    """Insert rows (`values`, row after row) with multi-row statements of a few fixed sizes.
+
+    `executemany` steps once per row, and the sqlite3 module releases and re-takes the
+    GIL around every step: on a single busy core each of those is a thread switch with
+    the event loop, which cost the loop more than the writing itself. A statement per
+    batch size would be prepared anew for every partial batch (milliseconds for a few
+    hundred rows); these few sizes are prepared once and then come from the
+    connection's statement cache.
+    """
     width = len(insert.columns)
     start, end = 0, len(values)
     for size in _CHUNKS:
         sql, step = insert.statement(size), size * width
         while end - start >= step:
-            conn.execute(sql, values[start : start + step])
+            conn.execute(sql, shared + values[start : start + step])
             start += step
 
 
@@ -312,13 +315,7 @@ class SQLiteSink:
         self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path,
-            timeout=5.0,
-            isolation_level=None,
-            check_same_thread=False,
-            cached_statements=_CACHED_STATEMENTS,
-        )
+        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -359,15 +356,16 @@ class SQLiteSink:
                 if start:
                     _yield_cpu()
                 runs, artifacts, code = self._rows(batch[start : start + _SLICE])
-                for params in runs.values():
-                    conn.execute(_RUNS.statement(_RUNS.rows(params)), params)
-                _insert_many(conn, _ARTIFACTS, list(chain.from_iterable(artifacts)))
-                _insert_many(conn, _CODE, code)
+                for (pipeline, version, deployment), values in runs.items():
+                    shared: list[object] = [pipeline, version, _NULL if deployment is None else deployment]
+                    _insert_many(conn, _RUNS, shared, values)
+                _insert_many(conn, _ARTIFACTS, [], list(chain.from_iterable(artifacts)))
+                _insert_many(conn, _CODE, [], code)
 
     def _rows(self, records: list[Record]) -> tuple[dict[_RunShared, list[object]], list[_Row], list[object]]:
-        """The parameters of one `_RUNS` statement per value of its shared columns
-        (those first, then row after row), the values of `_CODE` row after row, and
-        the rows of `_ARTIFACTS` (rare: `split_artifacts` makes them)."""
+        """The values of `_RUNS` (per value of its shared columns) and `_CODE`, row
+        after row in each one's `columns` order, and the rows of `_ARTIFACTS` (rare:
+        `split_artifacts` makes them)."""
         encode_steps_into, steps_json = self._encode_steps_into, self._steps_json
         runs: dict[_RunShared, list[object]] = {}
         artifacts: list[_Row] = []
@@ -378,7 +376,6 @@ class SQLiteSink:
         pipeline: str | None = None
         version: str | None = None
         deployment: str | None = None
-        status: str | None = None
         values: list[object] = []
         for record in records:
             if type(record) is RunRecord:
@@ -391,19 +388,16 @@ class SQLiteSink:
                     record.pipeline is not pipeline
                     or record.pipeline_version is not version
                     or record.deployment is not deployment
-                    or record.status is not status
                 ):
                     pipeline, version = record.pipeline, record.pipeline_version
-                    deployment, status = record.deployment, record.status
-                    key = (pipeline, version, deployment, status)
-                    if key not in runs:  # the shared parameters, first
-                        runs[key] = [pipeline, version, _NULL if deployment is None else deployment, status]
-                    values = runs[key]
+                    deployment = record.deployment
+                    values = runs.setdefault((pipeline, version, deployment), [])
                 parameters, output, error = record.parameters, record.output_preview, record.error
                 encode_steps_into(steps, steps_json)  # from offset 0: replaces the last run's
                 values += (
                     record.run_id,
                     record.run_name,
+                    record.status,
                     record.started_at,
                     record.finished_at,
                     record.duration,

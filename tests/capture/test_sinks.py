@@ -190,9 +190,9 @@ def test_sqlite_sink_stores_every_field_in_the_column_of_its_name(tmp_path: Path
 
 
 def test_sqlite_sink_keeps_each_runs_pipeline_version_deployment_and_status(tmp_path: Path) -> None:
-    """These columns are bound once per INSERT for the runs that share them: runs of
-    several pipelines, versions, deployments and statuses in one batch, interleaved
-    (and equal texts that are not the same object), must each keep their own."""
+    """Pipeline, version and deployment are bound once per INSERT for the runs that
+    share them: runs of several in one batch, interleaved (and equal texts that are
+    not the same object), with statuses of their own, must each keep their own."""
     kinds = [
         ("p", "v1", None, "completed"),
         ("p", "v2", None, "completed"),
