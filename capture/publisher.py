@@ -15,7 +15,6 @@ import collections
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import structlog
 
@@ -223,16 +222,15 @@ def finish_previews(record: RunRecord, max_bytes: int) -> None:
     event loop nor cold between two requests. A record is the loop's no more once
     published, so changing it here races with nothing.
     """
-    taken: Any = record.parameters  # typed as stored, may be bytes: see StepRecord
-    if type(taken) is bytes:
-        record.parameters = finish(taken, max_bytes)
-    taken = record.output_preview
-    if type(taken) is bytes:
-        record.output_preview = finish(taken, max_bytes)
+    # The fields are typed as stored but may hold bytes here (see StepRecord). Each
+    # test reads its field again rather than keeping it in a local: bytes are rare,
+    # and this runs per record in the writer thread, where every bytecode counts.
+    if type(record.parameters) is bytes:
+        record.parameters = finish(record.parameters, max_bytes)
+    if type(record.output_preview) is bytes:
+        record.output_preview = finish(record.output_preview, max_bytes)
     for step in record.steps:
-        taken = step.input_preview
-        if type(taken) is bytes:
-            step.input_preview = finish(taken, max_bytes)
-        taken = step.output_preview
-        if type(taken) is bytes:
-            step.output_preview = finish(taken, max_bytes)
+        if type(step.input_preview) is bytes:
+            step.input_preview = finish(step.input_preview, max_bytes)
+        if type(step.output_preview) is bytes:
+            step.output_preview = finish(step.output_preview, max_bytes)

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sqlite3
 import sys
@@ -117,37 +116,71 @@ class StoreUnavailable(Exception):
 
 
 _Row = tuple[object, ...]
-# Bound in place of None, and turned back into NULL by `nullif(?, 0)` in the statement.
-# The sqlite3 module binds str, int and float directly but sends None through its
-# adapter lookup, two failed attribute lookups that cost more than binding the rest of
-# the row (about 3k instructions each, two or more per run). These columns only ever
-# hold text, and text never equals the integer 0 in SQLite, so no value is changed.
+# Bound in place of None, and turned back into NULL by the statement's
+# `CASE ? WHEN 0 THEN NULL ELSE ? END`. The sqlite3 module binds str, int and float
+# directly but sends None through its adapter lookup, two failed attribute lookups that
+# cost more than binding the rest of the row (about 3k instructions each, two or more
+# per run). These columns only ever hold text, and text never equals the integer 0 in
+# SQLite, so no value is changed. Not `nullif(?, 0)`: a function's result is a copy of
+# a text argument, copied once more into the row, two allocations per text per row.
 _NULL = 0
 
 
 class _Insert:
-    """One table's INSERT, made from one tuple of column names.
+    """One table's INSERT, made from its column names.
 
     The statement names its columns, so the order of the table's own columns (in
     SCHEMA, or as a migration left them) never matters, and the placeholders of the
-    nullable ones get their `nullif(?, 0)` from the same names. `SQLiteSink._rows`
-    builds each row in `columns` order, value by value from the record field of the
-    same name: a plain tuple, three times cheaper than `operator.attrgetter` and a
-    loop over the nullable values (tests/capture/test_sinks.py holds each column to
-    its field).
+    nullable ones get their `CASE ? WHEN 0 THEN NULL ...` from the same names.
+    `shared` columns get one value per statement, bound once as ?1, ?2, ... and
+    named again by every row: binding a text copies it into memory SQLite allocates
+    (and frees at the next bind), several hundred instructions each, and a daemon's
+    runs nearly all have the same values there (`_RUN_SHARED`). The other `columns`
+    get a value per row, in order, numbered on from there. `SQLiteSink._rows` lays
+    the parameters out in that order, field by field from the record field of the
+    same name, straight into one flat list (tests/capture/test_sinks.py holds each
+    column to its field).
     """
 
-    __slots__ = ("head", "row")
+    __slots__ = ("_statements", "columns", "head", "nullable", "shared")
 
     def __init__(
-        self, verb: str, table: str, columns: tuple[str, ...], nullable: tuple[str, ...] = ()
+        self,
+        verb: str,
+        table: str,
+        columns: tuple[str, ...],
+        *,
+        shared: tuple[str, ...] = (),
+        nullable: tuple[str, ...] = (),
     ) -> None:
-        self.head = f"{verb} {table} ({', '.join(columns)})"
-        self.row = "(" + ",".join("nullif(?,0)" if c in nullable else "?" for c in columns) + ")"
+        self.head = f"{verb} {table} ({', '.join(shared + columns)})"
+        self.columns = columns
+        self.shared = shared
+        self.nullable = frozenset(nullable)
+        self._statements: dict[int, str] = {}
+
+    def statement(self, rows: int) -> str:
+        """The INSERT of `rows` rows (made once per size: `_CHUNKS` keeps them few)."""
+        sql = self._statements.get(rows)
+        if sql is None:
+            shared = [self._placeholder(name, n) for n, name in enumerate(self.shared, 1)]
+            numbers = iter(range(len(self.shared) + 1, len(self.shared) + rows * len(self.columns) + 1))
+            values = (
+                "("
+                + ",".join(shared + [self._placeholder(name, next(numbers)) for name in self.columns])
+                + ")"
+                for _ in range(rows)
+            )
+            sql = self._statements[rows] = f"{self.head} VALUES {','.join(values)}"
+        return sql
+
+    def _placeholder(self, name: str, number: int) -> str:
+        return (
+            f"CASE ?{number} WHEN 0 THEN NULL ELSE ?{number} END" if name in self.nullable else f"?{number}"
+        )
 
 
-# The columns of a run's row, in the order both stores' writers build it (the
-# PostgreSQL sink COPYs them in this order too).
+# The columns of a run's row, in the order the PostgreSQL sink COPYs them.
 RUN_COLUMNS = (
     "run_id",
     "run_name",
@@ -163,10 +196,16 @@ RUN_COLUMNS = (
     "deployment",
     "steps",
 )
+# A daemon's runs share their pipeline, version and deployment: bound once per statement
+# (see `_Insert`). Not the status, though most runs end alike: a failed run among them
+# splits the slice into more statements, which cost more than the texts saved.
+_RUN_SHARED = ("pipeline", "pipeline_version", "deployment")
+_RunShared = tuple[str, str, str | None]
 _RUNS = _Insert(
     "INSERT INTO",  # a run is written once: no conflict check
     "runs",
-    RUN_COLUMNS,
+    tuple(c for c in RUN_COLUMNS if c not in _RUN_SHARED),
+    shared=_RUN_SHARED,
     nullable=("parameters", "output_preview", "error", "deployment"),
 )
 _ARTIFACTS = _Insert("INSERT INTO", "artifacts", ("run_id", "step_id", "name", "kind", "content"))
@@ -177,7 +216,13 @@ _CODE = _Insert(
     nullable=("source", "docstring"),
 )
 _SLICE = 64  # records turned into rows and inserted between two offers of the CPU
-_CHUNKS = (64, 16, 4, 1)  # rows per INSERT statement
+# Rows per INSERT statement. Each statement executed costs about 20k instructions beyond
+# its rows (Python cursor, statement journal, b-tree cursors sought anew), about a run's
+# whole row: powers of two take any count up to `_SLICE` in at most seven (base 4 took
+# up to nine). A statement of exactly the slice's size would take one, but each of the
+# 64 sizes is prepared once per connection (about 100k instructions per row), which a
+# daemon's first thousands of runs pay for.
+_CHUNKS = (64, 32, 16, 8, 4, 2, 1)
 _yield_cpu = getattr(os, "sched_yield", lambda: None)
 
 
@@ -195,8 +240,10 @@ def split_artifacts(record: RunRecord, rows: list[Any]) -> Sequence[StepRecord]:
     return [msgspec.structs.replace(step, artifacts=()) for step in record.steps]
 
 
-def _insert_many(conn: sqlite3.Connection, insert: _Insert, rows: list[_Row]) -> None:
-    """Insert rows with multi-row VALUES statements of a few fixed sizes.
+def _insert_many(
+    conn: sqlite3.Connection, insert: _Insert, shared: list[object], values: list[object]
+) -> None:
+    """Insert rows (`values`, row after row) with multi-row statements of a few fixed sizes.
 
     `executemany` steps once per row, and the sqlite3 module releases and re-takes the
     GIL around every step: on a single busy core each of those is a thread switch with
@@ -205,19 +252,13 @@ def _insert_many(conn: sqlite3.Connection, insert: _Insert, rows: list[_Row]) ->
     hundred rows); these few sizes are prepared once and then come from the
     connection's statement cache.
     """
-    if not rows:
-        return
-    start, total = 0, len(rows)
+    width = len(insert.columns)
+    start, end = 0, len(values)
     for size in _CHUNKS:
-        sql = _statement(insert.head, insert.row, size)
-        while total - start >= size:
-            conn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
-            start += size
-
-
-@functools.cache
-def _statement(head: str, row: str, rows: int) -> str:
-    return f"{head} VALUES {','.join([row] * rows)}"
+        sql, step = insert.statement(size), size * width
+        while end - start >= step:
+            conn.execute(sql, shared + values[start : start + step])
+            start += step
 
 
 def _execute_each(conn: sqlite3.Connection, script: str) -> None:
@@ -264,7 +305,10 @@ class SQLiteSink:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._identity: tuple[int, int] | None = None
-        self._encode_steps = msgspec.json.Encoder().encode
+        # A run's steps are encoded into this one buffer, over and over: `encode` would
+        # make a fresh bytes object per run, grown twice on the way for a one-step run.
+        self._encode_steps_into = msgspec.json.Encoder().encode_into
+        self._steps_json = bytearray()
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -312,53 +356,65 @@ class SQLiteSink:
                 if start:
                     _yield_cpu()
                 runs, artifacts, code = self._rows(batch[start : start + _SLICE])
-                _insert_many(conn, _RUNS, runs)
-                _insert_many(conn, _ARTIFACTS, artifacts)
-                _insert_many(conn, _CODE, code)
+                for (pipeline, version, deployment), values in runs.items():
+                    shared: list[object] = [pipeline, version, _NULL if deployment is None else deployment]
+                    _insert_many(conn, _RUNS, shared, values)
+                _insert_many(conn, _ARTIFACTS, [], list(chain.from_iterable(artifacts)))
+                _insert_many(conn, _CODE, [], code)
 
-    def _rows(self, records: list[Record]) -> tuple[list[_Row], list[_Row], list[_Row]]:
-        """The rows of `_RUNS`, `_ARTIFACTS` and `_CODE`, each in its `columns` order."""
-        encode_steps = self._encode_steps
-        runs: list[_Row] = []
+    def _rows(self, records: list[Record]) -> tuple[dict[_RunShared, list[object]], list[_Row], list[object]]:
+        """The values of `_RUNS` (per value of its shared columns) and `_CODE`, row
+        after row in each one's `columns` order, and the rows of `_ARTIFACTS` (rare:
+        `split_artifacts` makes them)."""
+        encode_steps_into, steps_json = self._encode_steps_into, self._steps_json
+        runs: dict[_RunShared, list[object]] = {}
         artifacts: list[_Row] = []
-        code: list[_Row] = []
+        code: list[object] = []
+        # The rows of the last run's shared values: the next run nearly always has the
+        # same (the very same objects), found again by identity instead of a tuple and
+        # a lookup per run.
+        pipeline: str | None = None
+        version: str | None = None
+        deployment: str | None = None
+        values: list[object] = []
         for record in records:
             if type(record) is RunRecord:
-                steps = split_artifacts(record, artifacts)
-                parameters, output, error, deployment = (
-                    record.parameters,
-                    record.output_preview,
-                    record.error,
-                    record.deployment,
-                )
-                runs.append(
-                    (
-                        record.run_id,
-                        record.run_name,
-                        record.pipeline,
-                        record.pipeline_version,
-                        record.status,
-                        record.started_at,
-                        record.finished_at,
-                        record.duration,
-                        _NULL if parameters is None else parameters,
-                        _NULL if output is None else output,
-                        _NULL if error is None else error,
-                        _NULL if deployment is None else deployment,
-                        encode_steps(steps).decode(),
-                    )
+                steps = record.steps
+                for step in steps:
+                    if step.artifacts:  # rare: no call per record for the test
+                        steps = split_artifacts(record, artifacts)
+                        break
+                if (
+                    record.pipeline is not pipeline
+                    or record.pipeline_version is not version
+                    or record.deployment is not deployment
+                ):
+                    pipeline, version = record.pipeline, record.pipeline_version
+                    deployment = record.deployment
+                    values = runs.setdefault((pipeline, version, deployment), [])
+                parameters, output, error = record.parameters, record.output_preview, record.error
+                encode_steps_into(steps, steps_json)  # from offset 0: replaces the last run's
+                values += (
+                    record.run_id,
+                    record.run_name,
+                    record.status,
+                    record.started_at,
+                    record.finished_at,
+                    record.duration,
+                    _NULL if parameters is None else parameters,
+                    _NULL if output is None else output,
+                    _NULL if error is None else error,
+                    steps_json.decode(),
                 )
             elif type(record) is CodeRecord:
-                code.extend(
-                    (
+                for c in record.steps:
+                    code += (
                         record.pipeline,
                         record.pipeline_version,
                         c.step_name,
                         _NULL if c.source is None else c.source,
                         _NULL if c.docstring is None else c.docstring,
                     )
-                    for c in record.steps
-                )
         return runs, artifacts, code
 
     def close(self) -> None:

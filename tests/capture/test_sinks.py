@@ -189,6 +189,44 @@ def test_sqlite_sink_stores_every_field_in_the_column_of_its_name(tmp_path: Path
     assert dict(step_code) == {k: f"<{k}>" for k in code_columns}
 
 
+def test_sqlite_sink_keeps_each_runs_pipeline_version_deployment_and_status(tmp_path: Path) -> None:
+    """Pipeline, version and deployment are bound once per INSERT for the runs that
+    share them: runs of several in one batch, interleaved (and equal texts that are
+    not the same object), with statuses of their own, must each keep their own."""
+    kinds = [
+        ("p", "v1", None, "completed"),
+        ("p", "v2", None, "completed"),
+        ("q", "v1", "blue", "failed"),
+        ("p", "v1", "blue", "completed"),
+        ("p", "v1", None, "timed_out"),
+    ]
+    runs = [
+        msgspec.structs.replace(
+            run_record(f"r{i:03d}"),
+            pipeline=f"pipeline-{kinds[i % 5][0]}",  # a new object each time, equal ones
+            pipeline_version=kinds[i % 5][1],
+            deployment=kinds[i % 5][2],
+            status=kinds[i % 5][3],
+        )
+        for i in range(150)
+    ]
+    db = tmp_path / "runs.db"
+    sink = SQLiteSink(db)
+    sink.open()
+    try:
+        sink.write(runs[:7])
+        sink.write(runs[7:])
+    finally:
+        sink.close()
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute(
+            "SELECT run_id, pipeline, pipeline_version, deployment, status FROM runs"
+        ).fetchall()
+    assert sorted(stored) == [
+        (r.run_id, r.pipeline, r.pipeline_version, r.deployment, r.status) for r in runs
+    ]
+
+
 def test_step_and_run_records_refuse_positional_fields() -> None:
     """Built once per step and per run from values of the same types: by keyword only."""
     with pytest.raises(TypeError):
