@@ -58,6 +58,9 @@ def request_type(pipeline: Pipeline) -> type[msgspec.Struct]:
 
 
 _JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+# On Python 3.11 every attribute read on an Enum class goes through EnumType.__getattr__'s
+# slow hook (hundreds of instructions); the reply's check reads a member bound once.
+_COMPLETED = RunStatus.completed
 
 DISCONNECT_WATCH_AFTER = 0.05  # seconds; see InvokeEndpoint._run_watching_disconnect
 
@@ -366,7 +369,7 @@ class InvokeEndpoint:
     ) -> Response | bytes:
         """A run's reply: its encoded JSON if it completed (status 200; the caller adds
         `headers`), else a problem carrying `headers`."""
-        if status is RunStatus.completed:
+        if status is _COMPLETED:
             body_out = InvocationResponse(
                 success=True, outputs=outputs, execution_time=execution_time, metadata=metadata
             )
