@@ -65,15 +65,8 @@ _COMPLETED = RunStatus.completed
 DISCONNECT_WATCH_AFTER = 0.05  # seconds; see InvokeEndpoint._run_watching_disconnect
 
 
-class _Watched:
-    __slots__ = ("cut", "gone", "receive", "started", "watcher")
-
-    def __init__(self, receive: Receive, started: float) -> None:
-        self.receive = receive
-        self.started = started
-        self.gone = False
-        self.cut = False  # canceled because the server's graceful timeout ran out
-        self.watcher: asyncio.Task[None] | None = None
+GONE = "gone"  # the client disconnected
+CUT = "cut"  # the server's graceful timeout ran out
 
 
 class DisconnectWatch:
@@ -83,55 +76,63 @@ class DisconnectWatch:
     disconnects, so a task awaiting it notices. Such a watcher task starts only for a
     run that has lasted `after` seconds: most finish sooner, and a task, or even a
     timer, per request would cost more than a small run. One periodic tick covers all
-    in-flight runs; registering a run is a dict insert.
+    in-flight runs; registering a run is a dict insert of a tuple, and the rare
+    watchers and cancel reasons live in their own dicts.
     """
 
     def __init__(self, after: float, *, watch: bool = True) -> None:
         self.after = after
         self.watch = watch  # False (SERVING_CANCEL_ON_DISCONNECT off): only `cut` uses the runs
-        self._entries: dict[asyncio.Task[Any], _Watched] = {}
+        self._runs: dict[asyncio.Task[Any], tuple[Receive, float]] = {}  # receive, started
+        self._watchers: dict[asyncio.Task[Any], asyncio.Task[None]] = {}
+        self._reasons: dict[asyncio.Task[Any], str] = {}  # GONE or CUT, for runs cancelled here
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, task: asyncio.Task[Any], receive: Receive) -> _Watched:
+    def add(self, task: asyncio.Task[Any], receive: Receive) -> None:
         loop = asyncio.get_running_loop()
-        entry = self._entries[task] = _Watched(receive, loop.time())
+        self._runs[task] = (receive, loop.time())
         if self._timer is None and self.watch:
             self._timer = loop.call_later(self.after, self._tick)
-        return entry
+
+    def reason(self, task: asyncio.Task[Any]) -> str | None:
+        """Why this watch cancelled the run (GONE or CUT), or None if it did not."""
+        return self._reasons.get(task)
 
     def cut(self) -> int:
         """Cancel every run still in flight (shutdown past its graceful timeout); returns
         how many. Each one's request then answers 503 instead of being cut off."""
         count = 0
-        for task, entry in self._entries.items():
-            if not entry.cut and not task.done():
-                entry.cut = True
+        for task in self._runs:
+            if task not in self._reasons and not task.done():
+                self._reasons[task] = CUT
                 task.cancel()
                 count += 1
         return count
 
     def discard(self, task: asyncio.Task[Any]) -> None:
-        entry = self._entries.pop(task, None)
-        if entry is not None and entry.watcher is not None:
-            entry.watcher.cancel()
+        del self._runs[task]
+        if self._watchers and (watcher := self._watchers.pop(task, None)) is not None:
+            watcher.cancel()
+        if self._reasons:
+            self._reasons.pop(task, None)
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         self._timer = None
         now = loop.time()
-        for task, entry in self._entries.items():
-            if entry.watcher is None and now - entry.started >= self.after:
-                entry.watcher = loop.create_task(self._watch(task, entry))
-        if self._entries:
+        for task, (receive, started) in self._runs.items():
+            if task not in self._watchers and now - started >= self.after:
+                self._watchers[task] = loop.create_task(self._watch(task, receive))
+        if self._runs:
             self._timer = loop.call_later(self.after / 2, self._tick)
 
-    @staticmethod
-    async def _watch(task: asyncio.Task[Any], entry: _Watched) -> None:
+    async def _watch(self, task: asyncio.Task[Any], receive: Receive) -> None:
         while True:
-            message = await entry.receive()
+            message = await receive()
             if message["type"] == "http.disconnect":
-                entry.gone = True
-                task.cancel()
+                if task not in self._reasons:
+                    self._reasons[task] = GONE
+                    task.cancel()
                 return
 
 
@@ -345,12 +346,13 @@ class InvokeEndpoint:
         (`cut_sync_runs`)."""
         task = asyncio.current_task()
         assert task is not None
-        entry = self.disconnects.add(task, receive)
+        self.disconnects.add(task, receive)
         try:
             return await self.manager.run_sync(req.parameters, run_name=req.run_name, timeout=timeout)
         except asyncio.CancelledError:
-            if (entry.gone or entry.cut) and task.uncancel() == 0:
-                if entry.gone:
+            reason = self.disconnects.reason(task)
+            if reason is not None and task.uncancel() == 0:
+                if reason == GONE:
                     log.info("client_disconnected_run_canceled", pipeline=self.pipeline.name)
                     raise _ClientGone from None
                 raise _ShutDown from None
