@@ -86,7 +86,7 @@ COMPONENTS: list[tuple[str, str, frozenset[str] | None]] = [
     ("Prometheus metrics (HTTP, invocations, steps)", "jobs/metrics.py", None),
     ("Prometheus metrics (HTTP, invocations, steps)", "prometheus_client/", None),
     ("middleware (request id, error guard)", "serving/middleware.py", None),
-    ("middleware (request id, error guard)", "serving/app.py", frozenset({"__call__", "_dispatch"})),
+    ("middleware (request id, error guard)", "serving/app.py", frozenset({"__call__"})),
     ("body read + decode", "serving/invoke.py", frozenset({"read_body"})),
     # The decode itself is a C call made in `handle`; claim it (and the body's strip()) here.
     ("body read + decode", "<built-in>", frozenset({"Decoder.decode", "bytes.strip"})),

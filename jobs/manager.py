@@ -299,22 +299,34 @@ class JobManager:
         Cancelling the caller (a client that disconnected) cancels the run.
         """
         limiter = self.limiter
-        control = RunControl()
+        ticket = None
         if limiter.try_acquire():  # the common case, without a Ticket
+            release = limiter.release_slot
+        else:
             try:
-                return await self._run_now(params, run_name, timeout, control)
-            finally:
-                self._release_when_idle(control, limiter.release_slot)
+                ticket = limiter.reserve()
+            except QueueFull:
+                metrics.rejected_total.labels("sync").inc()
+                raise
+            release = ticket.release
+        control = RunControl()
         try:
-            ticket = limiter.reserve()
-        except QueueFull:
-            metrics.rejected_total.labels("sync").inc()
-            raise
-        try:
-            await ticket.wait()
-            return await self._run_now(params, run_name, timeout, control)
+            if ticket is not None:
+                await ticket.wait()
+            try:
+                result = await self.runtime.run(
+                    self.pipeline, params, run_name=run_name, timeout=timeout, control=control
+                )
+            except asyncio.CancelledError:
+                metrics.count_invocation("sync", "canceled")
+                raise
+            limiter.record(result.execution_time)
+            # str() of a StrEnum is its value, without `.value`'s Python-level property.
+            metrics.count_invocation("sync", str(result.status))
+            metrics.invocation_duration.observe((), result.execution_time)
+            return result
         finally:
-            self._release_when_idle(control, ticket.release)
+            self._release_when_idle(control, release)
 
     def _release_when_idle(self, control: RunControl, release: Callable[[], None]) -> None:
         """Give the run's slot back now, or once the sync steps it left running return.
@@ -332,21 +344,6 @@ class JobManager:
             release()
 
         control.when_idle(done)
-
-    async def _run_now(
-        self, params: msgspec.Struct, run_name: str | None, timeout: float | None, control: RunControl
-    ) -> RunResult:
-        try:
-            result = await self.runtime.run(
-                self.pipeline, params, run_name=run_name, timeout=timeout, control=control
-            )
-        except asyncio.CancelledError:
-            metrics.count_invocation("sync", "canceled")
-            raise
-        self.limiter.record(result.execution_time)
-        metrics.count_invocation("sync", result.status.value)
-        metrics.invocation_duration.observe((), result.execution_time)
-        return result
 
     # -- async jobs ----------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from typing import Annotated, Any
 
 import msgspec
 import structlog
-from starlette.requests import ClientDisconnect, Request
+from starlette.datastructures import QueryParams
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -56,18 +57,16 @@ def request_type(pipeline: Pipeline) -> type[msgspec.Struct]:
     )
 
 
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+# On Python 3.11 every attribute read on an Enum class goes through EnumType.__getattr__'s
+# slow hook (hundreds of instructions); the reply's check reads a member bound once.
+_COMPLETED = RunStatus.completed
+
 DISCONNECT_WATCH_AFTER = 0.05  # seconds; see InvokeEndpoint._run_watching_disconnect
 
 
-class _Watched:
-    __slots__ = ("cut", "gone", "receive", "started", "watcher")
-
-    def __init__(self, receive: Receive, started: float) -> None:
-        self.receive = receive
-        self.started = started
-        self.gone = False
-        self.cut = False  # canceled because the server's graceful timeout ran out
-        self.watcher: asyncio.Task[None] | None = None
+GONE = "gone"  # the client disconnected
+CUT = "cut"  # the server's graceful timeout ran out
 
 
 class DisconnectWatch:
@@ -77,55 +76,63 @@ class DisconnectWatch:
     disconnects, so a task awaiting it notices. Such a watcher task starts only for a
     run that has lasted `after` seconds: most finish sooner, and a task, or even a
     timer, per request would cost more than a small run. One periodic tick covers all
-    in-flight runs; registering a run is a dict insert.
+    in-flight runs; registering a run is a dict insert of a tuple, and the rare
+    watchers and cancel reasons live in their own dicts.
     """
 
     def __init__(self, after: float, *, watch: bool = True) -> None:
         self.after = after
         self.watch = watch  # False (SERVING_CANCEL_ON_DISCONNECT off): only `cut` uses the runs
-        self._entries: dict[asyncio.Task[Any], _Watched] = {}
+        self._runs: dict[asyncio.Task[Any], tuple[Receive, float]] = {}  # receive, started
+        self._watchers: dict[asyncio.Task[Any], asyncio.Task[None]] = {}
+        self._reasons: dict[asyncio.Task[Any], str] = {}  # GONE or CUT, for runs cancelled here
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, task: asyncio.Task[Any], receive: Receive) -> _Watched:
+    def add(self, task: asyncio.Task[Any], receive: Receive) -> None:
         loop = asyncio.get_running_loop()
-        entry = self._entries[task] = _Watched(receive, loop.time())
+        self._runs[task] = (receive, loop.time())
         if self._timer is None and self.watch:
             self._timer = loop.call_later(self.after, self._tick)
-        return entry
+
+    def reason(self, task: asyncio.Task[Any]) -> str | None:
+        """Why this watch cancelled the run (GONE or CUT), or None if it did not."""
+        return self._reasons.get(task)
 
     def cut(self) -> int:
         """Cancel every run still in flight (shutdown past its graceful timeout); returns
         how many. Each one's request then answers 503 instead of being cut off."""
         count = 0
-        for task, entry in self._entries.items():
-            if not entry.cut and not task.done():
-                entry.cut = True
+        for task in self._runs:
+            if task not in self._reasons and not task.done():
+                self._reasons[task] = CUT
                 task.cancel()
                 count += 1
         return count
 
     def discard(self, task: asyncio.Task[Any]) -> None:
-        entry = self._entries.pop(task, None)
-        if entry is not None and entry.watcher is not None:
-            entry.watcher.cancel()
+        del self._runs[task]
+        if self._watchers and (watcher := self._watchers.pop(task, None)) is not None:
+            watcher.cancel()
+        if self._reasons:
+            self._reasons.pop(task, None)
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         self._timer = None
         now = loop.time()
-        for task, entry in self._entries.items():
-            if entry.watcher is None and now - entry.started >= self.after:
-                entry.watcher = loop.create_task(self._watch(task, entry))
-        if self._entries:
+        for task, (receive, started) in self._runs.items():
+            if task not in self._watchers and now - started >= self.after:
+                self._watchers[task] = loop.create_task(self._watch(task, receive))
+        if self._runs:
             self._timer = loop.call_later(self.after / 2, self._tick)
 
-    @staticmethod
-    async def _watch(task: asyncio.Task[Any], entry: _Watched) -> None:
+    async def _watch(self, task: asyncio.Task[Any], receive: Receive) -> None:
         while True:
-            message = await entry.receive()
+            message = await receive()
             if message["type"] == "http.disconnect":
-                entry.gone = True
-                task.cancel()
+                if task not in self._reasons:
+                    self._reasons[task] = GONE
+                    task.cancel()
                 return
 
 
@@ -162,29 +169,26 @@ def parse_prefer(value: str | None) -> tuple[bool, float | None]:
 
 
 class RequestHeaders:
-    """The few headers /invoke reads, found in one pass over the raw ASGI list
-    (a Starlette `Headers` lookup scans the whole list once per header)."""
+    """The few headers /invoke reads, looked up in a dict built from the raw ASGI list
+    in one C call (a Starlette `Headers` lookup scans the whole list once per header).
+
+    A header sent twice keeps its last value, except `Prefer`, whose values add up.
+    The two every request has stay bytes: they are compared and parsed as bytes, and
+    decoded only for an error message.
+    """
 
     __slots__ = ("content_length", "content_type", "idempotency_key", "prefer")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self.content_type: str | None = None
-        self.content_length: str | None = None
-        self.prefer: str | None = None
-        self.idempotency_key: str | None = None
-        for key, value in raw:
-            if key == b"content-type":
-                self.content_type = value.decode("latin-1")
-            elif key == b"content-length":
-                self.content_length = value.decode("latin-1")
-            elif key == b"prefer":
-                self.prefer = (
-                    value.decode("latin-1")
-                    if self.prefer is None
-                    else f"{self.prefer}, {value.decode('latin-1')}"
-                )
-            elif key == b"idempotency-key":
-                self.idempotency_key = value.decode("latin-1")
+        found = dict(raw)
+        self.content_type: bytes | None = found.get(b"content-type")
+        self.content_length: bytes | None = found.get(b"content-length")
+        key = found.get(b"idempotency-key")
+        self.idempotency_key = None if key is None else key.decode("latin-1")
+        prefer = found.get(b"prefer")
+        if prefer is not None and len(found) != len(raw):  # some header came twice: maybe Prefer
+            prefer = b", ".join([value for name, value in raw if name == b"prefer"])
+        self.prefer = None if prefer is None else prefer.decode("latin-1")
 
 
 def _is_json(content_type: str) -> bool:
@@ -192,14 +196,21 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    """Read the body, refusing it as soon as it passes `limit` bytes (not after)."""
-    if declared is not None and declared.isascii() and declared.isdigit() and len(declared) > 18:
+async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it passes `limit` bytes (not after).
+    `declared` is the raw Content-Length (`bytes.isdigit` is ASCII digits only)."""
+    if declared is not None and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise BodyTooLarge
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
         raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
+    if not message.get("more_body", False):
+        return body  # the common case: the whole body in one message
+    chunks = [body]
+    size = len(body)
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -210,8 +221,7 @@ async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes
             raise BodyTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks)
 
 
 class InvokeEndpoint:
@@ -221,6 +231,8 @@ class InvokeEndpoint:
         self.pipeline = pipeline
         self.manager = manager
         self.settings = settings
+        self.max_body_bytes = settings.max_body_bytes
+        self.invoke_timeout = settings.invoke_timeout
         self.request_type = request_type(pipeline)
         self.decoder = msgspec.json.Decoder(self.request_type)
         self.encoder = msgspec.json.Encoder()
@@ -243,24 +255,33 @@ class InvokeEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Raw ASGI entry: `ServingApp` routes `POST /invoke` here directly, skipping
-        Starlette's router and exception layers on the hottest path."""
-        response = await self.handle(Request(scope, receive))
-        await response(scope, receive, send)
+        Starlette's router and exception layers on the hottest path. A completed sync
+        run's reply is sent as two ASGI messages, without a Starlette `Response`."""
+        reply = await self.answer(scope, receive)
+        if isinstance(reply, bytes):
+            headers = [_JSON_CONTENT_TYPE, (b"content-length", str(len(reply)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": reply})
+        else:
+            await reply(scope, receive, send)
 
-    async def handle(self, request: Request) -> Response:
-        headers = RequestHeaders(request.scope["headers"])
-        ctype = headers.content_type
-        if ctype is not None and not _is_json(ctype):
-            return self._fail(415, f"content type {ctype!r} is not supported; send application/json")
+    async def answer(self, scope: Scope, receive: Receive) -> Response | bytes:
+        """The reply to one request: the encoded body of a completed sync run (status 200,
+        JSON), or a `Response` for everything else."""
+        headers = RequestHeaders(scope["headers"])
+        if headers.content_type is not None and headers.content_type != b"application/json":
+            ctype = headers.content_type.decode("latin-1")
+            if not _is_json(ctype):
+                return self._fail(415, f"content type {ctype!r} is not supported; send application/json")
         try:
-            body = await read_body(request.receive, headers.content_length, self.settings.max_body_bytes)
+            body = await read_body(receive, headers.content_length, self.max_body_bytes)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening; nothing to run
         except BodyTooLarge:
             # Close the connection so the server stops reading the rest of the body.
             return self._fail(
                 413,
-                f"request body exceeds the limit of {self.settings.max_body_bytes} bytes",
+                f"request body exceeds the limit of {self.max_body_bytes} bytes",
                 headers={"Connection": "close"},
             )
         if not body.strip():
@@ -284,14 +305,14 @@ class InvokeEndpoint:
             except ParameterError as exc:
                 errors = [FieldError(f"parameters.{loc}", msg) for loc, msg in exc.errors]
                 return self._fail(422, "request parameters are invalid", errors=errors)
-        timeout = self.settings.invoke_timeout
+        timeout = self.invoke_timeout
         if req.timeout is not None:
             timeout = req.timeout if timeout is None else min(timeout, req.timeout)
 
-        prefer_async, prefer_wait = parse_prefer(headers.prefer)
+        prefer_async, prefer_wait = parse_prefer(headers.prefer) if headers.prefer else (False, None)
         respond_async = prefer_async
-        if request.scope["query_string"]:
-            mode = request.query_params.get("mode", "sync")
+        if scope["query_string"]:
+            mode = QueryParams(scope["query_string"]).get("mode", "sync")
             if mode not in ("sync", "async"):
                 return self._fail(
                     422,
@@ -304,7 +325,7 @@ class InvokeEndpoint:
             return await self._as_job(req, timeout, key, respond_async, prefer_async, prefer_wait)
 
         try:
-            result = await self._run_watching_disconnect(request, req, timeout)
+            result = await self._run_watching_disconnect(receive, req, timeout)
         except QueueFull as exc:
             return self._busy(exc)
         except _ClientGone:
@@ -319,18 +340,19 @@ class InvokeEndpoint:
             self._metadata(result.run_id, result.run_name, req.parameters),
         )
 
-    async def _run_watching_disconnect(self, request: Request, req: Any, timeout: float | None) -> RunResult:
+    async def _run_watching_disconnect(self, receive: Receive, req: Any, timeout: float | None) -> RunResult:
         """Run under the shared limits; a client that hangs up cancels its run (see
         `DisconnectWatch`), and so does a shutdown past its graceful timeout
         (`cut_sync_runs`)."""
         task = asyncio.current_task()
         assert task is not None
-        entry = self.disconnects.add(task, request.receive)
+        self.disconnects.add(task, receive)
         try:
             return await self.manager.run_sync(req.parameters, run_name=req.run_name, timeout=timeout)
         except asyncio.CancelledError:
-            if (entry.gone or entry.cut) and task.uncancel() == 0:
-                if entry.gone:
+            reason = self.disconnects.reason(task)
+            if reason is not None and task.uncancel() == 0:
+                if reason == GONE:
                     log.info("client_disconnected_run_canceled", pipeline=self.pipeline.name)
                     raise _ClientGone from None
                 raise _ShutDown from None
@@ -346,13 +368,15 @@ class InvokeEndpoint:
         execution_time: float,
         metadata: InvocationMetadata,
         headers: dict[str, str] | None = None,
-    ) -> Response:
-        if status is RunStatus.completed:
+    ) -> Response | bytes:
+        """A run's reply: its encoded JSON if it completed (status 200; the caller adds
+        `headers`), else a problem carrying `headers`."""
+        if status is _COMPLETED:
             body_out = InvocationResponse(
                 success=True, outputs=outputs, execution_time=execution_time, metadata=metadata
             )
             try:
-                return Response(self.encoder.encode(body_out), headers=headers, media_type="application/json")
+                return self.encoder.encode(body_out)
             except (TypeError, ValueError, OverflowError) as exc:
                 return self._fail(
                     500,
@@ -430,14 +454,13 @@ class InvokeEndpoint:
             if result.success
             else (RunStatus.timed_out if job.run_status is RunStatus.timed_out else RunStatus.failed)
         )
-        return self._reply(
-            status,
-            result.outputs,
-            result.error,
-            result.execution_time,
-            result.metadata,
-            {**location, **applied},
+        headers = {**location, **applied}
+        reply = self._reply(
+            status, result.outputs, result.error, result.execution_time, result.metadata, headers
         )
+        if isinstance(reply, bytes):
+            return Response(reply, headers=headers, media_type="application/json")
+        return reply
 
     def _fail(self, status: int, detail: str, **kw: Any) -> Response:
         return problem_response(status, detail, invoke=True, **kw)

@@ -44,6 +44,9 @@ _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"
 class HttpMetrics:
     """Records one request; called by RequestContextMiddleware after the response."""
 
+    def __init__(self) -> None:
+        self._status_labels: dict[int, str] = {}  # str(status) made once per status code
+
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         route_obj = scope.get("route")
         if route_obj is not None:
@@ -55,7 +58,10 @@ class HttpMetrics:
         method = scope.get("method", "GET")
         if method not in _METHODS:
             method = "OTHER"
-        requests_total.inc((method, route, str(status)))
+        label = self._status_labels.get(status)
+        if label is None:
+            label = self._status_labels[status] = str(status)
+        requests_total.inc((method, route, label))
         request_duration.observe((route,), seconds)
 
 
