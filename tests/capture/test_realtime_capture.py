@@ -285,6 +285,56 @@ async def test_previews_of_a_list_parameter_changed_in_place_show_each_moment(tm
     assert json.loads(steps["count_items"]["input_preview"]) == {"items": [1, 2, 99]}
 
 
+@step
+async def echo_value(value: Any) -> Annotated[Any, "answer"]:
+    return value
+
+
+@step
+async def echo_token(value: Any) -> Annotated[Any, "token"]:
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['say "hi"\n\tback\\slash', 42, 2.5, True, None, "naïve café", "x" * 5000],
+    ids=["escapes", "int", "float", "bool", "none", "non-ascii", "long"],
+)
+async def test_a_single_outputs_preview_is_the_json_of_its_mapping(value: Any, tmp_path: Path) -> None:
+    """A pipeline whose one output is its last step's whole value previews its outputs
+    from that step's output preview: the stored text must be what encoding
+    `{"answer": value}` (cut at SERVING_CAPTURE_MAX_BYTES) gives."""
+
+    @pipeline
+    def p(value: Any = None):
+        return echo_value(value)
+
+    db = tmp_path / "runs.db"
+    async with realtime(db, capture_max_bytes=4096) as runtime:
+        result = await runtime.run(p, p.parse_parameters({"value": value}))
+    assert result.ok and result.outputs == {"answer": value}
+    (run,) = rows(db, "SELECT output_preview FROM runs")
+    expected = msgspec.json.encode({"answer": value})
+    if len(expected) <= 4096:
+        assert run["output_preview"] == expected.decode()
+        assert json.loads(run["output_preview"]) == {"answer": value}
+    else:
+        assert run["output_preview"] == expected[:4096].decode(errors="ignore") + TRUNCATED
+
+
+async def test_a_single_output_under_a_secret_looking_key_is_still_redacted(tmp_path: Path) -> None:
+    @pipeline
+    def p(value: str = "abc"):
+        return echo_token(value)
+
+    db = tmp_path / "runs.db"
+    async with realtime(db) as runtime:
+        result = await runtime.run(p, p.parse_parameters({"value": "hunter2-secret"}))
+    assert result.ok
+    (run,) = rows(db, "SELECT output_preview FROM runs")
+    assert json.loads(run["output_preview"]) == {"token": "***"}
+
+
 @pytest.mark.parametrize(("sample", "low", "high"), [(0.0, 0, 0), (1.0, 400, 400), (0.5, 120, 280)])
 async def test_capture_sample_records_that_fraction_of_runs(
     sample: float, low: int, high: int, tmp_path: Path
