@@ -292,18 +292,8 @@ class RealtimeRuntime:
         kwargs = pipeline.call_kwargs(parameters)
         known = self._states.get(id(pipeline))
         state = known[1] if known is not None and known[0] is pipeline else self._prepare(pipeline)
-        if state is None:
-            return await self.executor.run(
-                pipeline,
-                kwargs,
-                run_id=run_id,
-                run_name=run_name,
-                timeout=timeout,
-                on_event=on_event,
-                control=control,
-            )
-        if state.sample < 1.0 and random.random() >= state.sample:
-            # Not sampled (SERVING_CAPTURE_SAMPLE): run as MemoryOnly would.
+        if state is None or (state.sample < 1.0 and random.random() >= state.sample):
+            # Memory-only, or not drawn (SERVING_CAPTURE_SAMPLE): run as MemoryOnly would.
             return await self.executor.run(
                 pipeline,
                 kwargs,
