@@ -14,13 +14,13 @@ checks that no capture record was dropped and that every reply has its row in it
 runs.db.  `cpu` and `cpu-realtime` serve a 1 ms-CPU step on MemoryOnly and Realtime,
 in paired runs only: their ratio is checked too.  The daemon/bare targets are checked
 for `daemon`; the `daemon-sync` ratio is printed for information.  Each cold start
-is the median of three starts.  With --interleaved-rounds, both checked ratios are also
-estimated from interleaved rounds (CPU per request, both targets loaded at once and
-taking turns on the core every --slice seconds).
+is the median of three starts.  Both checked ratios are also estimated from
+interleaved rounds (CPU per request, both targets loaded at once and taking turns on
+the core every --slice seconds), the steadier figure on a VM whose speed drifts.
 
 Usage: python bench/run.py [--duration 10] [--servers hypercorn,uvicorn]
                            [--targets daemon,daemon-sync,daemon-realtime,bare,cpu,cpu-realtime]
-                           [--pairs 10] [--pair-duration 3] [--interleaved-rounds 0]
+                           [--pairs 10] [--pair-duration 3] [--interleaved-rounds 8]
                            [--slice 0.1] [--json PATH] [--jobs]
 """
 
@@ -1449,9 +1449,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--interleaved-rounds",
         type=int,
-        default=0,
+        default=8,
         help="then rounds of bare with daemon-realtime, and cpu with cpu-realtime, loaded at once "
-        "for --pair-duration but taking turns on the core, compared by CPU per request (default 0: none)",
+        "for --pair-duration but taking turns on the core, compared by CPU per request (default 8; 0: none)",
     )
     parser.add_argument(
         "--slice",
