@@ -1149,13 +1149,11 @@ def _cpu_summary(realtime: TargetResult, memory: TargetResult) -> dict[str, Any]
             None if median is None else median >= CPU_RATIO_TARGET
         ),
     }
-    if interleaved:
-        interleaved_median = interleaved["cpu_realtime_memory_interleaved_median"]
-        checks[f"realtime/memory CPU per request >= {CPU_RATIO_TARGET} (median of interleaved rounds)"] = (
-            None if interleaved_median is None else interleaved_median >= CPU_RATIO_TARGET
+    checks.update(
+        _shared_checks(
+            "realtime/memory", CPU_RATIO_TARGET, interleaved, "cpu_realtime_memory", dropped, outcome
         )
-    checks["capture records dropped == 0"] = None if dropped is None else dropped == 0
-    checks["every reply has its row in runs.db"] = _kept_everything(outcome)
+    )
     return {
         "cpu_realtime_memory_pair_ratios": ratios,
         "cpu_realtime_memory_pair_median": median,
@@ -1203,15 +1201,29 @@ def _capture_summary(
     checks: dict[str, bool | None] = {
         f"realtime/bare req/s @32 >= {target} ({basis})": None if ratio is None else ratio >= target,
     }
-    if interleaved:
-        interleaved_median = interleaved["realtime_bare_interleaved_median"]
-        checks[f"realtime/bare CPU per request >= {target} (median of interleaved rounds)"] = (
-            None if interleaved_median is None else interleaved_median >= target
-        )
-    checks["capture records dropped == 0"] = None if dropped is None else dropped == 0
-    checks["every reply has its row in runs.db"] = _kept_everything(outcome)
+    checks.update(_shared_checks("realtime/bare", target, interleaved, "realtime_bare", dropped, outcome))
     out["realtime_checks"] = checks
     return out
+
+
+def _shared_checks(
+    label: str,
+    target: float,
+    interleaved: dict[str, Any],
+    prefix: str,
+    dropped: float | None,
+    outcome: CaptureOutcome,
+) -> dict[str, bool | None]:
+    """The checks both capture pairs share after their req/s line: the interleaved median
+    (when rounds ran), no record dropped, every reply in the store."""
+    checks: dict[str, bool | None] = {}
+    if interleaved:  # `_interleaved_summary(prefix, ...)`: empty when no round ran
+        median = interleaved[f"{prefix}_interleaved_median"]
+        key = f"{label} CPU per request >= {target} (median of interleaved rounds)"
+        checks[key] = None if median is None else median >= target
+    checks["capture records dropped == 0"] = None if dropped is None else dropped == 0
+    checks["every reply has its row in runs.db"] = _kept_everything(outcome)
+    return checks
 
 
 def _ratio(daemon: WrkResult | None, bare: WrkResult | None) -> float | None:
